@@ -1,0 +1,100 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { configReference, envName, keys, loadConfig, parseHostPort } from './config.ts';
+import { ConfigError } from './errors.ts';
+
+function file(content: unknown): string {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-config-'));
+  const p = join(dir, 'berth.json');
+  writeFileSync(p, typeof content === 'string' ? content : JSON.stringify(content));
+  return p;
+}
+
+describe('config', () => {
+  it('has defaults for a plain start', () => {
+    const c = loadConfig({ env: {} });
+    expect(c.listen).toEqual({ host: '0.0.0.0', port: 5000 });
+    expect(c.data).toBe(resolve('./data'));
+    expect(c.storage.filesystem.root).toBe(resolve('./data/storage'));
+    expect(c.tls.enabled).toBe(true);
+    expect(c.registry.manifestMaxBytes).toBe(4 * 1024 * 1024);
+    expect(Object.isFrozen(c.registry)).toBe(true);
+  });
+
+  it('names env vars BERTH_ + the key path in upper snake case', () => {
+    expect(envName('tls.certFile')).toBe('BERTH_TLS_CERT_FILE');
+    expect(envName('registry.manifestMaxBytes')).toBe('BERTH_REGISTRY_MANIFEST_MAX_BYTES');
+    expect(envName('listen')).toBe('BERTH_LISTEN');
+  });
+
+  it('layers file < env < flags', () => {
+    const f = file({ listen: '127.0.0.1:6000', log: { level: 'warn' }, registry: { chunkMinLength: 10 } });
+    const c = loadConfig({
+      file: f,
+      env: {
+        BERTH_LISTEN: '127.0.0.1:7000',
+        BERTH_REGISTRY_CHUNK_MIN_LENGTH: '20',
+        BERTH_TLS_NAMES: 'a.example, 10.0.0.1',
+      },
+      flags: { listen: '127.0.0.1:8000' },
+    });
+    expect(c.listen).toEqual({ host: '127.0.0.1', port: 8000 });
+    expect(c.log.level).toBe('warn');
+    expect(c.registry.chunkMinLength).toBe(20);
+    expect(c.tls.names).toEqual(['a.example', '10.0.0.1']);
+  });
+
+  it('every key can be set from the environment', () => {
+    const samples: Record<string, string> = {
+      hostport: '[::1]:1234',
+      string: '/tmp/x',
+      number: '5000000',
+      boolean: 'false',
+      list: 'a,b',
+      level: 'debug',
+      driver: 'memory',
+    };
+    const env: Record<string, string> = {};
+    for (const [k, spec] of Object.entries(keys)) env[envName(k)] = samples[spec.type]!;
+    const c = loadConfig({ env });
+    expect(c.listen).toEqual({ host: '::1', port: 1234 });
+    expect(c.tls.certFile).toBe('/tmp/x');
+    expect(c.storage.driver).toBe('memory');
+    expect(c.server.trustProxy).toBe(false);
+  });
+
+  it.each([
+    [{ env: { BERTH_LISTEN: 'nope' } }, 'listen'],
+    [{ env: { BERTH_REGISTRY_MANIFEST_MAX_BYTES: '100' } }, 'registry.manifestMaxBytes'],
+    [{ env: { BERTH_TLS_ENABLED: 'maybe' } }, 'tls.enabled'],
+    [{ env: { BERTH_STORAGE_DRIVER: 'floppy' } }, 'storage.driver'],
+    [{ env: { BERTH_TLS_CERT_FILE: '/x.crt' } }, 'tls.keyFile'],
+    [{ env: {}, file: file({ lisen: '1:2' }) }, 'lisen'],
+    [{ env: {}, file: file({ registry: { chunkMinLength: 'big' } }) }, 'registry.chunkMinLength'],
+    [{ env: {}, file: file('{oops') }, '--config'],
+  ])('stops with a message naming the bad key (%#)', (sources, key) => {
+    try {
+      loadConfig(sources);
+      expect.unreachable();
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      expect((e as ConfigError).key).toBe(key);
+      expect((e as Error).message).toContain(key);
+    }
+  });
+
+  it('parses listen addresses', () => {
+    expect(parseHostPort(':5000')).toEqual({ host: '0.0.0.0', port: 5000 });
+    expect(parseHostPort('localhost:0')).toEqual({ host: 'localhost', port: 0 });
+    expect(parseHostPort('[::]:5000')).toEqual({ host: '::', port: 5000 });
+    expect(parseHostPort('1.2.3.4:70000')).toBeUndefined();
+    expect(parseHostPort('1.2.3.4')).toBeUndefined();
+  });
+
+  it('documents every key', () => {
+    const ref = configReference().join('\n');
+    for (const k of Object.keys(keys)) expect(ref).toContain(k);
+  });
+});

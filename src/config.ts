@@ -1,0 +1,318 @@
+// One validated, frozen configuration, and the only reader of process.env.
+//
+// Every key is declared once in `keys` below with its type, default and doc line; --help and
+// the README's config reference come from the same table. Sources, later ones winning:
+// defaults < config file (JSON, --config) < environment (BERTH_ + key path in upper snake case,
+// e.g. tls.certFile -> BERTH_TLS_CERT_FILE) < command-line flags (--listen, --data).
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { resolve } from 'node:path';
+import { ConfigError } from './errors.ts';
+
+type KeyType = 'string' | 'number' | 'boolean' | 'list' | 'hostport' | 'level' | 'driver';
+
+interface KeySpec {
+  readonly type: KeyType;
+  readonly default: string | number | boolean | readonly string[] | undefined;
+  readonly doc: string;
+  readonly min?: number;
+}
+
+export const keys = {
+  listen: {
+    type: 'hostport',
+    default: '0.0.0.0:5000',
+    doc: 'address and port to listen on (HOST:PORT; port 0 picks one)',
+  },
+  data: {
+    type: 'string',
+    default: './data',
+    doc: 'data directory: TLS material, and blobs on the filesystem driver',
+  },
+  'log.level': {
+    type: 'level',
+    default: 'info',
+    doc: 'fatal | error | warn | info | debug | trace | silent',
+  },
+  'tls.enabled': {
+    type: 'boolean',
+    default: true,
+    doc: 'serve HTTPS; false only behind a TLS-terminating proxy',
+  },
+  'tls.certFile': {
+    type: 'string',
+    default: undefined,
+    doc: 'PEM certificate chain to serve instead of the generated one (reloaded on change)',
+  },
+  'tls.keyFile': { type: 'string', default: undefined, doc: 'PEM private key for tls.certFile' },
+  'tls.names': {
+    type: 'list',
+    default: [],
+    doc: 'extra DNS names / IPs for the generated server certificate (comma-separated in env)',
+  },
+  'server.trustProxy': {
+    type: 'boolean',
+    default: false,
+    doc: 'honour X-Forwarded-Proto/Host/For (set it only behind a proxy you run)',
+  },
+  'server.shutdownTimeoutSeconds': {
+    type: 'number',
+    default: 30,
+    min: 0,
+    doc: 'on SIGTERM, how long in-flight requests may take to finish',
+  },
+  'storage.driver': {
+    type: 'driver',
+    default: 'filesystem',
+    doc: 'filesystem (under DATA/storage) | memory (lost on exit; for tests)',
+  },
+  'storage.filesystem.root': {
+    type: 'string',
+    default: undefined,
+    doc: 'filesystem driver root (default DATA/storage)',
+  },
+  'registry.manifestMaxBytes': {
+    type: 'number',
+    default: 4 * 1024 * 1024,
+    min: 4 * 1024 * 1024,
+    doc: 'largest manifest accepted (bytes; 413 above it; at least 4 MiB)',
+  },
+  'registry.chunkMinLength': {
+    type: 'number',
+    default: 0,
+    min: 0,
+    doc: 'OCI-Chunk-Min-Length announced to chunked uploads (0 = none)',
+  },
+  'registry.deleteEnabled': {
+    type: 'boolean',
+    default: true,
+    doc: 'allow DELETE of manifests, tags and blobs',
+  },
+  'registry.uploadIdleSeconds': {
+    type: 'number',
+    default: 300,
+    min: 1,
+    doc: 'an upload idle this long releases its open file (it can still resume)',
+  },
+  'registry.uploadMaxAgeHours': {
+    type: 'number',
+    default: 168,
+    min: 1,
+    doc: 'uploads older than this are purged',
+  },
+} as const satisfies Record<string, KeySpec>;
+
+export type ConfigKey = keyof typeof keys;
+
+export interface Config {
+  readonly listen: { readonly host: string; readonly port: number };
+  readonly data: string;
+  readonly log: { readonly level: string };
+  readonly tls: {
+    readonly enabled: boolean;
+    readonly certFile: string | undefined;
+    readonly keyFile: string | undefined;
+    readonly names: readonly string[];
+  };
+  readonly server: { readonly trustProxy: boolean; readonly shutdownTimeoutSeconds: number };
+  readonly storage: {
+    readonly driver: 'filesystem' | 'memory';
+    readonly filesystem: { readonly root: string };
+  };
+  readonly registry: {
+    readonly manifestMaxBytes: number;
+    readonly chunkMinLength: number;
+    readonly deleteEnabled: boolean;
+    readonly uploadIdleSeconds: number;
+    readonly uploadMaxAgeHours: number;
+  };
+}
+
+const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+const drivers = ['filesystem', 'memory'];
+
+/** tls.certFile -> BERTH_TLS_CERT_FILE */
+export function envName(key: string): string {
+  return `BERTH_${key
+    .replace(/\./g, '_')
+    .replace(/([a-z0-9])([A-Z])/g, '$1_$2')
+    .toUpperCase()}`;
+}
+
+export function parseHostPort(value: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]*)):(\d{1,5})$/.exec(value);
+  if (!m) return undefined;
+  const host = m[1] ?? m[2] ?? '';
+  const port = Number(m[3]);
+  if (port > 65535) return undefined;
+  if (m[1] !== undefined && isIP(host) !== 6) return undefined;
+  return { host: host === '' ? '0.0.0.0' : host, port };
+}
+
+type Raw = Partial<Record<ConfigKey, unknown>>;
+
+/** Turns one raw value (from a file, env string or flag) into the key's type, or throws naming the key. */
+function coerce(key: ConfigKey, value: unknown, fromString: boolean): unknown {
+  const spec: KeySpec = keys[key];
+  const bad = (what: string) => new ConfigError(key, `${what} (got ${JSON.stringify(value)})`);
+  switch (spec.type) {
+    case 'string':
+      if (typeof value !== 'string' || value === '') throw bad('must be a non-empty string');
+      return value;
+    case 'number': {
+      const n = fromString && typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
+      if (typeof n !== 'number' || !Number.isFinite(n)) throw bad('must be a number');
+      if (spec.min !== undefined && n < spec.min) throw bad(`must be at least ${spec.min}`);
+      return n;
+    }
+    case 'boolean':
+      if (typeof value === 'boolean') return value;
+      if (fromString && typeof value === 'string' && /^(true|false|1|0|yes|no)$/i.test(value)) {
+        return /^(true|1|yes)$/i.test(value);
+      }
+      throw bad('must be true or false');
+    case 'list': {
+      const list = fromString && typeof value === 'string' ? value.split(',').map((s) => s.trim()) : value;
+      if (!Array.isArray(list) || list.some((s) => typeof s !== 'string' || s === '')) {
+        throw bad('must be a list of non-empty strings');
+      }
+      return Object.freeze([...list]);
+    }
+    case 'hostport': {
+      const hp = typeof value === 'string' ? parseHostPort(value) : undefined;
+      if (!hp) throw bad('must be HOST:PORT, e.g. 0.0.0.0:5000 or [::1]:5000');
+      return hp;
+    }
+    case 'level':
+      if (typeof value !== 'string' || !levels.includes(value))
+        throw bad(`must be one of ${levels.join(', ')}`);
+      return value;
+    case 'driver':
+      if (typeof value !== 'string' || !drivers.includes(value))
+        throw bad(`must be one of ${drivers.join(', ')}`);
+      return value;
+  }
+}
+
+/** Flattens a parsed JSON config file into dotted keys, rejecting keys we do not know. */
+function flattenFile(obj: unknown, file: string, prefix = ''): Raw {
+  const out: Raw = {};
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) {
+    throw new ConfigError(prefix || '(root)', `must be an object in ${file}`);
+  }
+  for (const [k, v] of Object.entries(obj)) {
+    const key = prefix ? `${prefix}.${k}` : k;
+    if (key in keys) out[key as ConfigKey] = v;
+    else if (
+      typeof v === 'object' &&
+      v !== null &&
+      !Array.isArray(v) &&
+      Object.keys(keys).some((s) => s.startsWith(`${key}.`))
+    ) {
+      Object.assign(out, flattenFile(v, file, key));
+    } else throw new ConfigError(key, `unknown key in ${file}`);
+  }
+  return out;
+}
+
+export interface ConfigSources {
+  /** Path of a JSON config file (--config). */
+  readonly file?: string | undefined;
+  /** Values from command-line flags, already keyed (e.g. { listen, data }). */
+  readonly flags?: Raw;
+  /** The environment; defaults to process.env. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+}
+
+export function loadConfig(sources: ConfigSources = {}): Config {
+  const env = sources.env ?? process.env;
+  const values = new Map<ConfigKey, unknown>();
+  for (const key of Object.keys(keys) as ConfigKey[]) {
+    const d = keys[key].default;
+    if (d !== undefined) values.set(key, keys[key].type === 'hostport' ? parseHostPort(d as string) : d);
+  }
+  if (sources.file) {
+    let text: string;
+    try {
+      text = readFileSync(sources.file, 'utf8');
+    } catch (e) {
+      throw new ConfigError('--config', `cannot read ${sources.file}: ${(e as Error).message}`);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (e) {
+      throw new ConfigError('--config', `${sources.file} is not valid JSON: ${(e as Error).message}`);
+    }
+    for (const [k, v] of Object.entries(flattenFile(parsed, sources.file))) {
+      values.set(k as ConfigKey, coerce(k as ConfigKey, v, false));
+    }
+  }
+  for (const key of Object.keys(keys) as ConfigKey[]) {
+    const v = env[envName(key)];
+    if (v !== undefined) values.set(key, coerce(key, v, true));
+  }
+  for (const [k, v] of Object.entries(sources.flags ?? {})) {
+    if (v !== undefined) values.set(k as ConfigKey, coerce(k as ConfigKey, v, true));
+  }
+  return build(values);
+}
+
+function build(v: Map<ConfigKey, unknown>): Config {
+  const get = <T>(k: ConfigKey) => v.get(k) as T;
+  const data = resolve(get<string>('data'));
+  const certFile = get<string | undefined>('tls.certFile');
+  const keyFile = get<string | undefined>('tls.keyFile');
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    throw new ConfigError(
+      certFile ? 'tls.keyFile' : 'tls.certFile',
+      'tls.certFile and tls.keyFile go together',
+    );
+  }
+  const root = get<string | undefined>('storage.filesystem.root');
+  return deepFreeze({
+    listen: get('listen'),
+    data,
+    log: { level: get('log.level') },
+    tls: {
+      enabled: get('tls.enabled'),
+      certFile: certFile && resolve(certFile),
+      keyFile: keyFile && resolve(keyFile),
+      names: get('tls.names'),
+    },
+    server: {
+      trustProxy: get('server.trustProxy'),
+      shutdownTimeoutSeconds: get('server.shutdownTimeoutSeconds'),
+    },
+    storage: {
+      driver: get('storage.driver'),
+      filesystem: { root: root ? resolve(root) : resolve(data, 'storage') },
+    },
+    registry: {
+      manifestMaxBytes: get('registry.manifestMaxBytes'),
+      chunkMinLength: get('registry.chunkMinLength'),
+      deleteEnabled: get('registry.deleteEnabled'),
+      uploadIdleSeconds: get('registry.uploadIdleSeconds'),
+      uploadMaxAgeHours: get('registry.uploadMaxAgeHours'),
+    },
+  } as Config);
+}
+
+function deepFreeze<T>(o: T): T {
+  if (typeof o === 'object' && o !== null && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}
+
+/** The config reference: one line per key, for --help and the README. */
+export function configReference(): string[] {
+  return (Object.entries(keys) as [ConfigKey, KeySpec][]).map(([k, s]) => {
+    const d =
+      s.default === undefined
+        ? ''
+        : ` (default ${Array.isArray(s.default) ? s.default.join(',') || 'none' : s.default})`;
+    return `  ${k.padEnd(32)} ${envName(k).padEnd(38)} ${s.doc}${d}`;
+  });
+}

@@ -1,0 +1,4 @@
+// Public surface of http/: the app factory and the server around it.
+export { type App, type AppDeps, createApp } from './app.ts';
+export type { Readiness } from './health.ts';
+export { type RunningServer, type ServerOptions, startServer } from './server.ts';

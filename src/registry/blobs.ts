@@ -1,0 +1,80 @@
+// Blobs: content-addressed bytes in /blobs, made visible to a repository by a link.
+import type { Readable } from 'node:stream';
+import { OciError } from '../errors.ts';
+import { InvalidOffsetError, PathNotFoundError, type StorageDriver } from '../storage/index.ts';
+import type { Digest } from './digest.ts';
+import * as paths from './paths.ts';
+
+export interface BlobInfo {
+  readonly digest: Digest;
+  readonly size: number;
+}
+
+export function isNotFound(e: unknown): boolean {
+  return e instanceof PathNotFoundError;
+}
+
+export function blobUnknown(d: Digest): OciError {
+  return new OciError('BLOB_UNKNOWN', undefined, { detail: { digest: d.value } });
+}
+
+export function createBlobs(storage: StorageDriver) {
+  /** Size of the blob in the global store, or undefined if it is not stored at all. */
+  async function storedSize(d: Digest): Promise<number | undefined> {
+    try {
+      return (await storage.stat(paths.blobData(d))).size;
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    }
+  }
+
+  async function isLinked(name: string, d: Digest): Promise<boolean> {
+    try {
+      await storage.stat(paths.layerLink(name, d));
+      return true;
+    } catch (e) {
+      if (isNotFound(e)) return false;
+      throw e;
+    }
+  }
+
+  return {
+    storedSize,
+    isLinked,
+
+    /** The blob as this repository sees it; BLOB_UNKNOWN unless linked here and stored. */
+    async stat(name: string, d: Digest): Promise<BlobInfo> {
+      const [linked, size] = await Promise.all([isLinked(name, d), storedSize(d)]);
+      if (!linked || size === undefined) throw blobUnknown(d);
+      return { digest: d, size };
+    },
+
+    /** Streams the blob from `offset`. Callers stat() first; a blob deleted in between is BLOB_UNKNOWN. */
+    async open(d: Digest, offset = 0): Promise<Readable> {
+      try {
+        return await storage.reader(paths.blobData(d), offset);
+      } catch (e) {
+        if (isNotFound(e)) throw blobUnknown(d);
+        if (e instanceof InvalidOffsetError) throw new OciError('RANGE_INVALID');
+        throw e;
+      }
+    },
+
+    async link(name: string, d: Digest): Promise<void> {
+      await storage.putContent(paths.layerLink(name, d), new TextEncoder().encode(d.value));
+    },
+
+    /** Removes the repository's link; the bytes stay for other repositories until garbage collection. */
+    async unlink(name: string, d: Digest): Promise<void> {
+      try {
+        await storage.delete(paths.layerLink(name, d));
+      } catch (e) {
+        if (isNotFound(e)) throw blobUnknown(d);
+        throw e;
+      }
+    },
+  };
+}
+
+export type Blobs = ReturnType<typeof createBlobs>;

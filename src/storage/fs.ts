@@ -1,0 +1,275 @@
+// Filesystem driver: the embedded default. Paths map onto files under root.
+//
+// Writes go to a temporary file beside the target (a dot-name, never listed), are fsynced,
+// renamed over the target and the directory fsynced: a reader sees the old content or the new,
+// never a mix, and a crash leaves at most an unlisted temporary file. A writer that is closed
+// rather than committed renames its file to `.<name>.pending`, where an appending writer finds
+// it again. Deleting prunes directories left empty, so the tree does not fill with husks.
+import { randomBytes } from 'node:crypto';
+import {
+  type FileHandle,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  rmdir,
+  stat,
+  unlink,
+} from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import {
+  type FileInfo,
+  type FileWriter,
+  InvalidOffsetError,
+  PathNotFoundError,
+  type StorageDriver,
+  StorageError,
+} from './driver.ts';
+
+const name = 'filesystem';
+/** Writes are gathered into buffers of this size: network chunks are small (TLS records are 16 KiB). */
+const writeBufferBytes = 1024 * 1024;
+const readChunkBytes = 1024 * 1024;
+
+function code(e: unknown): string | undefined {
+  return (e as NodeJS.ErrnoException | null)?.code;
+}
+
+export function createFsDriver(root: string): StorageDriver {
+  const real = (path: string) => join(root, path);
+  const tempName = (path: string) =>
+    join(dirname(real(path)), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  const pendingName = (path: string) => join(dirname(real(path)), `.${basename(path)}.pending`);
+
+  /** Maps ENOENT/ENOTDIR to PathNotFoundError and anything else to a StorageError. */
+  function wrap(path: string, e: unknown): Error {
+    if (code(e) === 'ENOENT' || code(e) === 'ENOTDIR') return new PathNotFoundError(name, path, { cause: e });
+    if (e instanceof StorageError) return e;
+    return new StorageError(name, path, code(e) ?? (e as Error).message, { cause: e });
+  }
+
+  async function syncDir(dir: string) {
+    const fh = await open(dir, 'r');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Renames file over the target and makes the rename durable. */
+  async function publish(file: string, path: string) {
+    await rename(file, real(path));
+    await syncDir(dirname(real(path)));
+  }
+
+  async function pruneEmptyParents(path: string) {
+    let dir = dirname(real(path));
+    while (dir.length > root.length && dir.startsWith(root)) {
+      try {
+        await rmdir(dir);
+      } catch {
+        return; // not empty (or already gone): stop climbing
+      }
+      dir = dirname(dir);
+    }
+  }
+
+  return {
+    name,
+
+    async getContent(path) {
+      try {
+        return await readFile(real(path));
+      } catch (e) {
+        throw wrap(path, e);
+      }
+    },
+
+    async putContent(path, content) {
+      const w = await this.writer(path);
+      await w.write(content);
+      await w.commit();
+    },
+
+    async reader(path, offset = 0) {
+      let fh: FileHandle;
+      try {
+        fh = await open(real(path), 'r');
+      } catch (e) {
+        throw wrap(path, e);
+      }
+      const { size } = await fh.stat();
+      if (offset < 0 || offset > size) {
+        await fh.close();
+        throw new InvalidOffsetError(name, path, offset);
+      }
+      return fh.createReadStream({
+        start: offset,
+        highWaterMark: readChunkBytes,
+        autoClose: true,
+      }) as Readable;
+    },
+
+    async writer(path, opts = {}) {
+      try {
+        await mkdir(dirname(real(path)), { recursive: true });
+      } catch (e) {
+        throw wrap(path, e);
+      }
+      let file = tempName(path);
+      let size = 0;
+      let fh: FileHandle;
+      if (opts.append) {
+        const pending = pendingName(path);
+        try {
+          size = (await stat(pending)).size;
+          await rename(pending, file); // claim it, so no other writer resumes it too
+        } catch (e) {
+          if (code(e) !== 'ENOENT') throw wrap(path, e);
+        }
+      }
+      try {
+        fh = await open(file, 'a', 0o644);
+      } catch (e) {
+        throw wrap(path, e);
+      }
+      let buffer = Buffer.allocUnsafe(writeBufferBytes);
+      let buffered = 0;
+      let done = false;
+
+      const flush = async () => {
+        if (buffered === 0) return;
+        let off = 0;
+        while (off < buffered) off += (await fh.write(buffer, off, buffered - off)).bytesWritten;
+        buffered = 0;
+      };
+      const finish = async () => {
+        if (done) throw new StorageError(name, path, 'writer already finished');
+        done = true;
+      };
+      const w: FileWriter = {
+        get size() {
+          return size;
+        },
+        async write(chunk) {
+          if (done) throw new StorageError(name, path, 'writer already finished');
+          try {
+            if (chunk.byteLength >= writeBufferBytes) {
+              await flush();
+              let off = 0;
+              while (off < chunk.byteLength)
+                off += (await fh.write(chunk, off, chunk.byteLength - off)).bytesWritten;
+            } else {
+              if (buffered + chunk.byteLength > writeBufferBytes) await flush();
+              buffer.set(chunk, buffered);
+              buffered += chunk.byteLength;
+            }
+            size += chunk.byteLength;
+          } catch (e) {
+            throw wrap(path, e);
+          }
+        },
+        async commit() {
+          await finish();
+          try {
+            await flush();
+            await fh.sync();
+            await fh.close();
+            await publish(file, path);
+          } catch (e) {
+            await unlink(file).catch(() => {});
+            throw wrap(path, e);
+          }
+        },
+        async cancel() {
+          if (done) return;
+          done = true;
+          await fh.close().catch(() => {});
+          await unlink(file).catch(() => {});
+        },
+        async close() {
+          await finish();
+          try {
+            await flush();
+            await fh.close();
+            const pending = pendingName(path);
+            await rename(file, pending);
+            file = pending;
+          } catch (e) {
+            throw wrap(path, e);
+          }
+        },
+      };
+      // Let the buffer go with the writer; a finished writer holds no megabyte.
+      const release = () => {
+        buffer = Buffer.alloc(0);
+      };
+      for (const k of ['commit', 'cancel', 'close'] as const) {
+        const f = w[k];
+        w[k] = async () => {
+          try {
+            await f();
+          } finally {
+            release();
+          }
+        };
+      }
+      return w;
+    },
+
+    async stat(path): Promise<FileInfo> {
+      try {
+        const s = await stat(real(path));
+        return { path, size: s.isDirectory() ? 0 : s.size, modTime: s.mtime, isDir: s.isDirectory() };
+      } catch (e) {
+        if (path === '/' && code(e) === 'ENOENT') return { path, size: 0, modTime: new Date(0), isDir: true };
+        throw wrap(path, e);
+      }
+    },
+
+    async list(path) {
+      try {
+        const entries = await readdir(real(path));
+        const prefix = path === '/' ? '/' : `${path}/`;
+        return entries
+          .filter((e) => !e.startsWith('.'))
+          .sort()
+          .map((e) => prefix + e);
+      } catch (e) {
+        if (path === '/' && code(e) === 'ENOENT') return [];
+        throw wrap(path, e);
+      }
+    },
+
+    async move(source, dest) {
+      try {
+        await stat(real(source));
+        await mkdir(dirname(real(dest)), { recursive: true });
+        await publish(real(source), dest);
+      } catch (e) {
+        throw wrap(source, e);
+      }
+      await pruneEmptyParents(source);
+    },
+
+    async delete(path) {
+      try {
+        await stat(real(path));
+        await rm(real(path), { recursive: true, force: true });
+        // A pending write of a deleted file goes with it.
+        await rm(pendingName(path), { force: true });
+      } catch (e) {
+        throw wrap(path, e);
+      }
+      await pruneEmptyParents(path);
+    },
+  };
+}
+
+function basename(path: string): string {
+  return path.slice(path.lastIndexOf('/') + 1);
+}
