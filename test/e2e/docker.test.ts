@@ -1,0 +1,67 @@
+// The real docker CLI and daemon (Debian's docker.io) against the berth CLI over HTTPS, the CA
+// trusted through /etc/docker/certs.d (no insecure-registries).
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type RunningBerth, startBerth } from '../support/berth.ts';
+import { type Dockerd, startDockerd } from '../support/dockerd.ts';
+import { httpsClient } from '../support/https.ts';
+import { tool } from '../support/tools.ts';
+
+let berth: RunningBerth;
+let dockerd: Dockerd;
+let context: string;
+let image: string;
+
+beforeAll(async () => {
+  [berth, dockerd] = await Promise.all([startBerth(), startDockerd()]);
+  dockerd.trust(berth.hostPort, berth.caPath);
+  image = `${berth.hostPort}/docker/busybox:1.0`;
+  // An image made of the busybox-static binary alone: nothing comes from the internet.
+  context = mkdtempSync(join(tmpdir(), 'berth-docker-ctx-'));
+  copyFileSync(tool('busybox'), join(context, 'busybox'));
+  writeFileSync(
+    join(context, 'Dockerfile'),
+    'FROM scratch\nCOPY busybox /bin/busybox\nCMD ["/bin/busybox", "echo", "hello from berth via docker"]\n',
+  );
+});
+
+afterAll(async () => {
+  await dockerd?.stop();
+  await berth?.stop();
+  if (context) rmSync(context, { recursive: true, force: true });
+});
+
+describe('docker push, pull and run', () => {
+  it('pushes a locally built image', async () => {
+    await dockerd.docker('build', '-q', '-t', image, context);
+    const out = await dockerd.docker('push', image);
+    expect(out.stdout).toMatch(/1\.0: digest: sha256:[0-9a-f]{64} size: \d+/);
+  });
+
+  it('pulls it back after removing the local copy, and runs it', async () => {
+    await dockerd.docker('rmi', image);
+    await expect(dockerd.docker('image', 'inspect', image)).rejects.toThrow();
+    const pull = await dockerd.docker('pull', image);
+    expect(pull.stdout).toMatch(/Downloaded newer image/);
+    const runOut = await dockerd.docker('run', '--rm', '--network', 'none', image);
+    expect(runOut.stdout.trim()).toBe('hello from berth via docker');
+  });
+
+  it('resolves the pushed digest the same way berth stores it', async () => {
+    const [repoDigest] = JSON.parse(
+      (await dockerd.docker('image', 'inspect', '--format', '{{json .RepoDigests}}', image)).stdout,
+    );
+    const digest = String(repoDigest).split('@')[1];
+    const res = await fetchManifest(`/v2/docker/busybox/manifests/1.0`);
+    expect(res.digest).toBe(digest);
+    expect(res.type).toBe('application/vnd.docker.distribution.manifest.v2+json');
+  });
+});
+
+async function fetchManifest(path: string) {
+  const get = httpsClient(berth.url, berth.caPath);
+  const res = await get(path, { method: 'HEAD' });
+  return { digest: res.headers['docker-content-digest'], type: res.headers['content-type'] };
+}

@@ -1,0 +1,80 @@
+// Starts the real berth CLI (`node src/cli.ts serve`) as a child process, the way users run it.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export interface RunningBerth {
+  readonly url: string;
+  /** 127.0.0.1:PORT, as clients name the registry. */
+  readonly hostPort: string;
+  readonly caPath: string;
+  readonly dataDir: string;
+  readonly process: ChildProcess;
+  logs(): string[];
+  stop(): Promise<void>;
+}
+
+const root = resolve(import.meta.dirname, '..', '..');
+
+export async function startBerth(
+  opts: { dataDir?: string; args?: string[]; env?: Record<string, string> } = {},
+): Promise<RunningBerth> {
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'berth-e2e-'));
+  const child = spawn(
+    process.execPath,
+    ['src/cli.ts', 'serve', '--listen', '127.0.0.1:0', '--data', dataDir, ...(opts.args ?? [])],
+    { cwd: root, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const lines: string[] = [];
+  let buffered = '';
+  const listening = new Promise<{ address: string; url: string; caPath: string }>(
+    (resolveListening, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`berth did not start in 30 s:\n${lines.join('\n')}`)),
+        30_000,
+      );
+      child.stdout!.on('data', (d: Buffer) => {
+        buffered += d.toString();
+        let nl = buffered.indexOf('\n');
+        while (nl >= 0) {
+          const line = buffered.slice(0, nl);
+          buffered = buffered.slice(nl + 1);
+          lines.push(line);
+          try {
+            const entry = JSON.parse(line) as { msg?: string; address: string; url: string; caPath: string };
+            if (entry.msg === 'listening') {
+              clearTimeout(timer);
+              resolveListening(entry);
+            }
+          } catch {
+            // not a JSON line
+          }
+          nl = buffered.indexOf('\n');
+        }
+      });
+      child.stderr!.on('data', (d: Buffer) => lines.push(d.toString()));
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`berth exited with ${code} before listening:\n${lines.join('\n')}`));
+      });
+    },
+  );
+  const info = await listening;
+  return {
+    url: info.url,
+    hostPort: info.address,
+    caPath: info.caPath,
+    dataDir,
+    process: child,
+    logs: () => lines,
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await exited;
+      }
+      if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}

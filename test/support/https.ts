@@ -1,0 +1,32 @@
+// A small HTTPS client that trusts only berth's CA, for checks clients cannot make.
+import { readFileSync } from 'node:fs';
+import { request } from 'node:https';
+
+export interface HttpsReply {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly body: Buffer;
+}
+
+export function httpsClient(base: string, caPath: string) {
+  const ca = readFileSync(caPath);
+  return (
+    path: string,
+    opts: { method?: string; headers?: Record<string, string>; body?: Uint8Array | string } = {},
+  ) =>
+    new Promise<HttpsReply>((resolve, reject) => {
+      const req = request(
+        new URL(path, base),
+        { method: opts.method ?? 'GET', headers: opts.headers, ca },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () =>
+            resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }),
+          );
+        },
+      );
+      req.on('error', reject);
+      req.end(opts.body);
+    });
+}
