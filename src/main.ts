@@ -37,6 +37,8 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
     log,
     registry,
     v2: { chunkMinLength: config.registry.chunkMinLength },
+    trustProxy: config.server.trustProxy,
+    scheme: config.tls.enabled ? 'https' : 'http',
     readiness: {
       check: async () => {
         await storage.list('/');
@@ -60,16 +62,7 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
     ? 'localhost'
     : server.address.split(':')[0];
   const hostPort = `${publicHost}:${server.port}`;
-  log.info(
-    {
-      address: server.address,
-      url: `${scheme}://${server.address}`,
-      caPath: tls?.caPath,
-      storage: config.storage.driver,
-      data: config.data,
-    },
-    'listening',
-  );
+  // Trust instructions first: whoever waits for the 'listening' line has them by then.
   if (tls?.caPath) {
     process.stderr.write(
       [
@@ -83,6 +76,16 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
     log.warn('TLS is off (tls.enabled=false): serve berth only behind a TLS-terminating proxy');
   }
 
+  log.info(
+    {
+      address: server.address,
+      url: `${scheme}://${server.address}`,
+      caPath: tls?.caPath,
+      storage: config.storage.driver,
+      data: config.data,
+    },
+    'listening',
+  );
   const stopWatching = config.tls.enabled
     ? watchTls(
         tlsOptions,

@@ -14,12 +14,14 @@ export interface AppDeps {
   readonly registry: Registry;
   readonly readiness: Readiness;
   readonly v2: V2Options;
+  readonly trustProxy?: boolean;
+  readonly scheme?: 'http' | 'https';
 }
 
 export function createApp(deps: AppDeps) {
   // Not strict: /v2 and /v2/, /blobs/uploads and /blobs/uploads/ are the same endpoint to clients.
   const app = new Hono<AppEnv>({ strict: false });
-  app.use(requestContext(deps.log));
+  app.use(requestContext({ log: deps.log, trustProxy: deps.trustProxy ?? false, scheme: deps.scheme ?? 'https' }));
   app.use('/v2/*', distributionApiVersion());
   app.use('/v2', distributionApiVersion());
   app.route('/', healthRoutes(deps.readiness));

@@ -8,5 +8,9 @@ export interface AppEnv {
   Variables: {
     log: Logger;
     requestId: string;
+    /** The client's address: X-Forwarded-For's first hop when the proxy is trusted, else the socket's. */
+    clientIp: string;
+    /** scheme://host the client used: from X-Forwarded-Proto/Host when the proxy is trusted. */
+    origin: string;
   };
 }

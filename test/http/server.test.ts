@@ -1,14 +1,18 @@
 // What only a real socket shows: HTTPS with the generated CA, graceful shutdown, plain HTTP
 // behind a proxy.
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { randomBytes, type X509Certificate } from 'node:crypto';
+import { mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { connect } from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
-import { silentLogger } from '../../src/log.ts';
+import { createLogger, silentLogger } from '../../src/log.ts';
 import { type Berth, start } from '../../src/main.ts';
+import { loadOrCreateTls } from '../../src/tls.ts';
 import { sha256 } from './harness.ts';
 
 const dirs: string[] = [];
@@ -18,14 +22,14 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-async function boot(env: Record<string, string> = {}) {
+async function boot(env: Record<string, string> = {}, log = silentLogger) {
   const data = mkdtempSync(join(tmpdir(), 'berth-server-'));
   dirs.push(data);
   const config = loadConfig({
     env: { BERTH_SERVER_SHUTDOWN_TIMEOUT_SECONDS: '10', ...env },
     flags: { listen: '127.0.0.1:0', data },
   });
-  const berth = await start(config, silentLogger);
+  const berth = await start(config, log);
   running.push(berth);
   return { berth, data, port: berth.server.port };
 }
@@ -131,5 +135,120 @@ describe('HTTPS server', () => {
     });
     expect(head.status).toBe(200);
     expect(head.headers['content-length']).toBe(String(blob.length));
+  });
+});
+
+/** A logger whose JSON lines land in an array. */
+function capturingLogger() {
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l));
+      cb();
+    },
+  });
+  return { log: createLogger('info', sink), lines };
+}
+
+/** The certificate a TLS handshake on port presents. */
+function peerCertificate(port: number): Promise<X509Certificate> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
+      const raw = s.getPeerX509Certificate();
+      s.end();
+      if (raw) resolve(raw);
+      else reject(new Error('no peer certificate'));
+    });
+    s.on('error', reject);
+  });
+}
+
+describe('plain HTTP behind a proxy', () => {
+  it('serves HTTP only when configured, with relative Locations, honouring X-Forwarded-* when trusted', async () => {
+    const { log, lines } = capturingLogger();
+    const { port } = await boot({ BERTH_TLS_ENABLED: 'false', BERTH_SERVER_TRUST_PROXY: 'true' }, log);
+    const reply = await new Promise<{ status: number; location?: string }>((resolve, reject) => {
+      const req = httpRequest(
+        {
+          host: '127.0.0.1',
+          port,
+          path: '/v2/app/blobs/uploads/',
+          method: 'POST',
+          agent: false,
+          headers: {
+            'X-Forwarded-For': '203.0.113.7, 10.0.0.1',
+            'X-Forwarded-Proto': 'https',
+            'X-Forwarded-Host': 'registry.example.com',
+          },
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve({ status: res.statusCode!, location: res.headers.location }));
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    expect(reply.status).toBe(202);
+    expect(reply.location).toMatch(/^\/v2\/app\/blobs\/uploads\/[0-9a-f-]{36}$/);
+    await new Promise((r) => setTimeout(r, 50));
+    const access = lines.find((l) => l.msg === 'request' && l.method === 'POST');
+    expect(access).toMatchObject({ ip: '203.0.113.7', origin: 'https://registry.example.com', status: 202 });
+    expect(lines.some((l) => l.level === 'warn' && String(l.msg).includes('TLS is off'))).toBe(true);
+  });
+
+  it('ignores X-Forwarded-* unless the proxy is trusted', async () => {
+    const { log, lines } = capturingLogger();
+    const { port } = await boot({ BERTH_TLS_ENABLED: 'false' }, log);
+    await new Promise<void>((resolve, reject) => {
+      const req = httpRequest(
+        {
+          host: '127.0.0.1',
+          port,
+          path: '/v2/',
+          agent: false,
+          headers: { 'X-Forwarded-For': '203.0.113.7', 'X-Forwarded-Host': 'evil' },
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve());
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    const access = lines.find((l) => l.msg === 'request');
+    expect(access).toMatchObject({ ip: '127.0.0.1', origin: `http://127.0.0.1:${port}` });
+  });
+});
+
+describe('configured certificate', () => {
+  it('is served instead of a generated one and reloaded without a restart when its files change', async () => {
+    // Two certificates from a throwaway CA stand in for an operator's files.
+    const certs = mkdtempSync(join(tmpdir(), 'berth-certs-'));
+    dirs.push(certs);
+    const first = await loadOrCreateTls({ dataDir: join(certs, 'one'), names: ['first.example'] });
+    const second = await loadOrCreateTls({ dataDir: join(certs, 'two'), names: ['second.example'] });
+    const certFile = join(certs, 'tls.crt');
+    const keyFile = join(certs, 'tls.key');
+    writeFileSync(certFile, first.cert);
+    writeFileSync(keyFile, first.key);
+    const { data, port } = await boot({ BERTH_TLS_CERT_FILE: certFile, BERTH_TLS_KEY_FILE: keyFile });
+    expect(() => statSync(join(data, 'tls', 'ca.crt'))).toThrow();
+    expect((await peerCertificate(port)).checkHost('first.example')).toBe('first.example');
+    // Replace both files the way cert-manager or certbot do: write aside, rename into place.
+    writeFileSync(`${keyFile}.new`, second.key);
+    writeFileSync(`${certFile}.new`, second.cert);
+    renameSync(`${keyFile}.new`, keyFile);
+    renameSync(`${certFile}.new`, certFile);
+    const deadline = Date.now() + 15_000;
+    let host: string | undefined;
+    while (Date.now() < deadline) {
+      host = (await peerCertificate(port)).checkHost('second.example');
+      if (host) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(host).toBe('second.example');
   });
 });
