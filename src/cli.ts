@@ -1,5 +1,9 @@
 #!/usr/bin/env node
 // `berth <command> [flags]`: argument parsing only; the work happens in main.ts.
+// Every filesystem call and fsync runs in libuv's thread pool, four threads by default: with
+// several uploads committing at once, fsyncs queue behind each other. Set before any I/O.
+process.env.UV_THREADPOOL_SIZE ??= '16';
+
 import { parseArgs } from 'node:util';
 import { configReference, loadConfig } from './config.ts';
 import { ConfigError } from './errors.ts';

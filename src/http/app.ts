@@ -21,7 +21,9 @@ export interface AppDeps {
 export function createApp(deps: AppDeps) {
   // Not strict: /v2 and /v2/, /blobs/uploads and /blobs/uploads/ are the same endpoint to clients.
   const app = new Hono<AppEnv>({ strict: false });
-  app.use(requestContext({ log: deps.log, trustProxy: deps.trustProxy ?? false, scheme: deps.scheme ?? 'https' }));
+  app.use(
+    requestContext({ log: deps.log, trustProxy: deps.trustProxy ?? false, scheme: deps.scheme ?? 'https' }),
+  );
   app.use('/v2/*', distributionApiVersion());
   app.use('/v2', distributionApiVersion());
   app.route('/', healthRoutes(deps.readiness));

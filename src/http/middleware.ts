@@ -30,7 +30,8 @@ export function requestContext(opts: RequestContextOptions): MiddlewareHandler<A
     const socketIp = c.env?.incoming?.socket?.remoteAddress ?? '';
     const clientIp = (trustProxy && firstHop(c.req.header('x-forwarded-for'))) || socketIp;
     const proto = (trustProxy && firstHop(c.req.header('x-forwarded-proto'))) || scheme;
-    const host = (trustProxy && firstHop(c.req.header('x-forwarded-host'))) || c.req.header('host') || 'localhost';
+    const host =
+      (trustProxy && firstHop(c.req.header('x-forwarded-host'))) || c.req.header('host') || 'localhost';
     const child = log.child({ req: requestId });
     c.set('requestId', requestId);
     c.set('log', child);

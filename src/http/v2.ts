@@ -14,6 +14,7 @@ import {
 } from '../registry/index.ts';
 import type { AppEnv } from './env.ts';
 import { contentRange, parseRange, parseUploadContentRange } from './range.ts';
+import { sendStream } from './send.ts';
 
 export interface V2Options {
   readonly chunkMinLength: number;
@@ -244,8 +245,7 @@ export function v2Routes(registry: Registry, opts: V2Options) {
     if (r.kind === 'partial') headers['Content-Range'] = contentRange(r.range, blob.size);
     if (c.req.method === 'HEAD' || length === 0) return new Response(null, { status, headers });
     const stream = await registry.openBlob(d, start);
-    const limited = start + length < blob.size ? takeBytes(stream, length) : stream;
-    return new Response(Readable.toWeb(limited) as ReadableStream, { status, headers });
+    return sendStream(c, status, headers, start + length < blob.size ? takeBytes(stream, length) : stream);
   });
 
   app.delete('/:name{.+}/blobs/:digest', async (c) => {

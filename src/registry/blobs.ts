@@ -2,6 +2,7 @@
 import type { Readable } from 'node:stream';
 import { OciError } from '../errors.ts';
 import { InvalidOffsetError, PathNotFoundError, type StorageDriver } from '../storage/index.ts';
+import { createLru } from './cache.ts';
 import type { Digest } from './digest.ts';
 import * as paths from './paths.ts';
 
@@ -19,6 +20,11 @@ export function blobUnknown(d: Digest): OciError {
 }
 
 export function createBlobs(storage: StorageDriver) {
+  // Sizes of blobs known to be linked into a repository: HEADs and GETs skip two stats. Unlink
+  // drops the entry; garbage collection must go through here too.
+  const linkedSizes = createLru<number>({ maxEntries: 100_000 });
+  const key = (name: string, d: Digest) => `${name}@${d.value}`;
+
   /** Size of the blob in the global store, or undefined if it is not stored at all. */
   async function storedSize(d: Digest): Promise<number | undefined> {
     try {
@@ -45,8 +51,11 @@ export function createBlobs(storage: StorageDriver) {
 
     /** The blob as this repository sees it; BLOB_UNKNOWN unless linked here and stored. */
     async stat(name: string, d: Digest): Promise<BlobInfo> {
+      const hit = linkedSizes.get(key(name, d));
+      if (hit !== undefined) return { digest: d, size: hit };
       const [linked, size] = await Promise.all([isLinked(name, d), storedSize(d)]);
       if (!linked || size === undefined) throw blobUnknown(d);
+      linkedSizes.set(key(name, d), size);
       return { digest: d, size };
     },
 
@@ -67,6 +76,7 @@ export function createBlobs(storage: StorageDriver) {
 
     /** Removes the repository's link; the bytes stay for other repositories until garbage collection. */
     async unlink(name: string, d: Digest): Promise<void> {
+      linkedSizes.delete(key(name, d));
       try {
         await storage.delete(paths.layerLink(name, d));
       } catch (e) {

@@ -4,6 +4,7 @@ import { OciError } from '../errors.ts';
 import type { StorageDriver } from '../storage/index.ts';
 import type { Blobs } from './blobs.ts';
 import { isNotFound } from './blobs.ts';
+import { createLru } from './cache.ts';
 import { type Digest, tryParseDigest } from './digest.ts';
 import * as paths from './paths.ts';
 
@@ -149,6 +150,12 @@ export interface StoredManifest {
 }
 
 export function createManifests(storage: StorageDriver, blobs: Blobs) {
+  // Manifests are immutable once stored; the entry goes when the revision is unlinked.
+  const cache = createLru<StoredManifest>(
+    { maxEntries: 20_000, maxWeight: 64 * 1024 * 1024 },
+    (m) => m.bytes.byteLength,
+  );
+  const key = (name: string, d: Digest) => `${name}@${d.value}`;
   async function readRevision(name: string, d: Digest): Promise<RevisionLink | undefined> {
     try {
       return JSON.parse(
@@ -186,26 +193,32 @@ export function createManifests(storage: StorageDriver, blobs: Blobs) {
       await storage.putContent(paths.blobData(d), bytes);
       const link: RevisionLink = { mediaType };
       await storage.putContent(paths.revisionLink(name, d), encoder.encode(JSON.stringify(link)));
+      cache.set(key(name, d), { digest: d, mediaType, bytes });
     },
 
     /** The manifest as stored in this repository, or undefined. */
     async get(name: string, d: Digest): Promise<StoredManifest | undefined> {
+      const hit = cache.get(key(name, d));
+      if (hit) return hit;
       const link = await readRevision(name, d);
       if (!link) return undefined;
       try {
-        return { digest: d, mediaType: link.mediaType, bytes: await storage.getContent(paths.blobData(d)) };
+        const m = {
+          digest: d,
+          mediaType: link.mediaType,
+          bytes: await storage.getContent(paths.blobData(d)),
+        };
+        cache.set(key(name, d), m);
+        return m;
       } catch (e) {
         if (isNotFound(e)) return undefined;
         throw e;
       }
     },
 
-    async exists(name: string, d: Digest): Promise<boolean> {
-      return (await readRevision(name, d)) !== undefined;
-    },
-
     /** Unlinks the revision; the bytes stay in /blobs for garbage collection. */
     async unlink(name: string, d: Digest): Promise<boolean> {
+      cache.delete(key(name, d));
       try {
         await storage.delete(paths.revisionLink(name, d).replace(/\/link$/, ''));
         return true;

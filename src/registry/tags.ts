@@ -1,6 +1,7 @@
 // Tags: a name in a repository pointing at a manifest digest.
 import type { StorageDriver } from '../storage/index.ts';
 import { isNotFound } from './blobs.ts';
+import { createLru } from './cache.ts';
 import { type Digest, tryParseDigest } from './digest.ts';
 import { byCodeUnit } from './pagination.ts';
 import * as paths from './paths.ts';
@@ -9,10 +10,17 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 export function createTags(storage: StorageDriver) {
+  // Tag resolution is on every pull's first request; see cache.ts for why hits are never stale.
+  const cache = createLru<Digest>({ maxEntries: 50_000 });
+  const key = (name: string, tag: string) => `${name}:${tag}`;
   return {
     async resolve(name: string, tag: string): Promise<Digest | undefined> {
+      const hit = cache.get(key(name, tag));
+      if (hit) return hit;
       try {
-        return tryParseDigest(decoder.decode(await storage.getContent(paths.tagLink(name, tag))));
+        const d = tryParseDigest(decoder.decode(await storage.getContent(paths.tagLink(name, tag))));
+        if (d) cache.set(key(name, tag), d);
+        return d;
       } catch (e) {
         if (isNotFound(e)) return undefined;
         throw e;
@@ -20,10 +28,13 @@ export function createTags(storage: StorageDriver) {
     },
 
     async set(name: string, tag: string, d: Digest): Promise<void> {
+      cache.delete(key(name, tag));
       await storage.putContent(paths.tagLink(name, tag), encoder.encode(d.value));
+      cache.set(key(name, tag), d);
     },
 
     async remove(name: string, tag: string): Promise<boolean> {
+      cache.delete(key(name, tag));
       try {
         await storage.delete(paths.tagDir(name, tag));
         return true;
