@@ -26,6 +26,8 @@ export const ociErrorTable = {
   // Not in the spec's table, but in its prose (413 for oversized manifests) and in distribution.
   SIZE_TOO_LARGE: { status: 413, message: 'payload too large' },
   UNAVAILABLE: { status: 503, message: 'service unavailable' },
+  // A path no endpoint serves (distribution answers a bare "404 page not found").
+  NOT_FOUND: { status: 404, message: 'no such endpoint' },
 } as const;
 
 export type OciCode = keyof typeof ociErrorTable;

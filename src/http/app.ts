@@ -24,15 +24,14 @@ export function createApp(deps: AppDeps) {
   app.use(
     requestContext({ log: deps.log, trustProxy: deps.trustProxy ?? false, scheme: deps.scheme ?? 'https' }),
   );
-  app.use('/v2/*', distributionApiVersion());
-  app.use('/v2', distributionApiVersion());
+  app.use(distributionApiVersion());
   app.route('/', healthRoutes(deps.readiness));
   app.route('/v2', v2Routes(deps.registry, deps.v2));
   app.notFound((c) => {
-    const err = c.req.path.startsWith('/v2')
-      ? new OciError('UNSUPPORTED', `no ${c.req.method} endpoint at ${c.req.path.slice(0, 200)}`)
-      : new OciError('NAME_UNKNOWN', 'not found');
-    return errorResponse(c, err);
+    return errorResponse(
+      c,
+      new OciError('NOT_FOUND', `no ${c.req.method} endpoint at ${c.req.path.slice(0, 200)}`),
+    );
   });
   app.onError((err, c) => errorResponse(c, err));
   return app;

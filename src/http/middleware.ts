@@ -56,7 +56,7 @@ export function requestContext(opts: RequestContextOptions): MiddlewareHandler<A
   };
 }
 
-/** Docker-Distribution-API-Version on every /v2 response, errors and 401s included. */
+/** Docker-Distribution-API-Version on every response, errors and 401s included (old docker clients check /v2/ for it). */
 export function distributionApiVersion(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     await next();

@@ -81,9 +81,15 @@ describe('protocol basics', () => {
     const body = (await res.json()) as { errors: { code: string; message: string }[] };
     expect(body.errors[0]!.code).toBe('NAME_INVALID');
     expect(typeof body.errors[0]!.message).toBe('string');
-    const unknown = await h.request('/v2/app/nothing-here');
-    expect(unknown.headers.get('Docker-Distribution-API-Version')).toBe('registry/2.0');
-    expect(unknown.status).toBeGreaterThanOrEqual(400);
+    for (const path of ['/v2/app/nothing-here', '/nowhere']) {
+      const unknown = await h.request(path);
+      expect(unknown.headers.get('Docker-Distribution-API-Version')).toBe('registry/2.0');
+      expect(unknown.status).toBe(404);
+      expect(await errorCode(unknown)).toBe('NOT_FOUND');
+    }
+    const wrongMethod = await h.request('/v2/_catalog', { method: 'POST' });
+    expect(wrongMethod.status).toBe(404);
+    expect(wrongMethod.headers.get('Docker-Distribution-API-Version')).toBe('registry/2.0');
   });
 
   it('gives HEAD errors no body', async () => {
