@@ -3,11 +3,12 @@
 import { createHash } from 'node:crypto';
 import { createApp } from '../../src/http/index.ts';
 import { silentLogger } from '../../src/log.ts';
-import { createRegistry } from '../../src/registry/index.ts';
+import { createRegistry, type Registry } from '../../src/registry/index.ts';
 import { checked, createMemoryDriver, type StorageDriver } from '../../src/storage/index.ts';
 
 export interface Harness {
   readonly storage: StorageDriver;
+  readonly registry: Registry;
   request(path: string, init?: RequestInit): Promise<Response>;
   /** Pushes a blob monolithically into repo and returns its digest. */
   pushBlob(repo: string, bytes: Uint8Array | string): Promise<string>;
@@ -42,6 +43,7 @@ export function makeHarness(
   const request = async (path: string, init?: RequestInit) => app.request(path, init);
   return {
     storage,
+    registry,
     request,
     async pushBlob(repo, bytes) {
       const digest = sha256(bytes);
