@@ -1,6 +1,5 @@
 // The OCI Distribution API (/v2). Each route parses the request, calls the registry facade and
 // shapes the response; the protocol's rules live in registry/, the error form in respond.ts.
-import { Readable } from 'node:stream';
 import { type Context, Hono } from 'hono';
 import { OciError } from '../errors.ts';
 import {
@@ -14,7 +13,7 @@ import {
 } from '../registry/index.ts';
 import type { AppEnv } from './env.ts';
 import { contentRange, parseRange, parseUploadContentRange } from './range.ts';
-import { sendStream } from './send.ts';
+import { sendBlob } from './send.ts';
 
 export interface V2Options {
   readonly chunkMinLength: number;
@@ -244,8 +243,7 @@ export function v2Routes(registry: Registry, opts: V2Options) {
     const status = r.kind === 'partial' ? 206 : 200;
     if (r.kind === 'partial') headers['Content-Range'] = contentRange(r.range, blob.size);
     if (c.req.method === 'HEAD' || length === 0) return new Response(null, { status, headers });
-    const stream = await registry.openBlob(d, start);
-    return sendStream(c, status, headers, start + length < blob.size ? takeBytes(stream, length) : stream);
+    return sendBlob(c, status, headers, registry.blobBody(d, start, length));
   });
 
   app.delete('/:name{.+}/blobs/:digest', async (c) => {
@@ -255,28 +253,6 @@ export function v2Routes(registry: Registry, opts: V2Options) {
   });
 
   return app;
-}
-
-/** The first `n` bytes of a stream, destroying the source once they have passed. */
-function takeBytes(source: Readable, n: number): Readable {
-  let left = n;
-  return Readable.from(
-    (async function* () {
-      try {
-        for await (const chunk of source as AsyncIterable<Buffer>) {
-          if (chunk.byteLength >= left) {
-            yield chunk.subarray(0, left);
-            return;
-          }
-          left -= chunk.byteLength;
-          yield chunk;
-        }
-      } finally {
-        source.destroy();
-      }
-    })(),
-    { objectMode: false },
-  );
 }
 
 export { bareMediaType };

@@ -1,7 +1,12 @@
 // Blobs: content-addressed bytes in /blobs, made visible to a repository by a link.
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { OciError } from '../errors.ts';
-import { InvalidOffsetError, PathNotFoundError, type StorageDriver } from '../storage/index.ts';
+import {
+  type ChunkSink,
+  InvalidOffsetError,
+  PathNotFoundError,
+  type StorageDriver,
+} from '../storage/index.ts';
 import { createLru } from './cache.ts';
 import type { Digest } from './digest.ts';
 import * as paths from './paths.ts';
@@ -9,6 +14,35 @@ import * as paths from './paths.ts';
 export interface BlobInfo {
   readonly digest: Digest;
   readonly size: number;
+}
+
+/** A blob's bytes ready to be served one way or the other (see Blobs.body). */
+export interface BlobBody {
+  readonly length: number;
+  copyTo(sink: ChunkSink): Promise<void>;
+  open(): Promise<Readable>;
+}
+
+/** The first `n` bytes of a stream, destroying the source once they have passed. */
+function takeBytes(source: Readable, n: number): Readable {
+  let left = n;
+  return Readable.from(
+    (async function* () {
+      try {
+        for await (const chunk of source as AsyncIterable<Buffer>) {
+          if (chunk.byteLength >= left) {
+            yield chunk.subarray(0, left);
+            return;
+          }
+          left -= chunk.byteLength;
+          yield chunk;
+        }
+      } finally {
+        source.destroy();
+      }
+    })(),
+    { objectMode: false },
+  );
 }
 
 export function isNotFound(e: unknown): boolean {
@@ -68,6 +102,24 @@ export function createBlobs(storage: StorageDriver) {
         if (e instanceof InvalidOffsetError) throw new OciError('RANGE_INVALID');
         throw e;
       }
+    },
+
+    /** The bytes [offset, offset + length) of a blob, for serving: pushed by copyTo() or read as a stream. */
+    body(d: Digest, offset: number, length: number): BlobBody {
+      const path = paths.blobData(d);
+      const mapErrors = (e: unknown): never => {
+        if (isNotFound(e)) throw blobUnknown(d);
+        if (e instanceof InvalidOffsetError) throw new OciError('RANGE_INVALID');
+        throw e;
+      };
+      return {
+        length,
+        copyTo: (sink: ChunkSink) => storage.copyTo(path, offset, length, sink).catch(mapErrors),
+        open: async () => {
+          const stream = await this.open(d, offset);
+          return offset + length < (await storage.stat(path)).size ? takeBytes(stream, length) : stream;
+        },
+      };
     },
 
     async link(name: string, d: Digest): Promise<void> {

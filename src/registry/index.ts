@@ -20,7 +20,7 @@ import { createReferrers } from './referrers.ts';
 import { createTags } from './tags.ts';
 import { type Body, type ContentRange, createUploads } from './uploads.ts';
 
-export type { BlobInfo } from './blobs.ts';
+export type { BlobBody, BlobInfo } from './blobs.ts';
 export { type Algorithm, type Digest, isAlgorithm, parseDigest, tryParseDigest } from './digest.ts';
 export { bareMediaType, type Descriptor, mediaTypes, type StoredManifest } from './manifests.ts';
 export { isRepositoryName, isTag } from './names.ts';
@@ -79,7 +79,7 @@ export function createRegistry(storage: StorageDriver, opts: RegistryOptions) {
 
     // --- blobs ---------------------------------------------------------------------------
     statBlob: (name: string, d: Digest): Promise<BlobInfo> => blobs.stat(name, d),
-    openBlob: (d: Digest, offset?: number) => blobs.open(d, offset),
+    blobBody: (d: Digest, offset: number, length: number) => blobs.body(d, offset, length),
 
     async deleteBlob(name: string, d: Digest): Promise<void> {
       assertDeleteEnabled();

@@ -1,7 +1,13 @@
 // checked(driver): the wrapper every driver runs inside. It refuses paths outside the grammar
 // before the driver sees them (so no driver has to defend against traversal) and turns any
 // unexpected error into a StorageError that names the driver and the storage path only.
-import { type FileWriter, InvalidPathError, type StorageDriver, StorageError } from './driver.ts';
+import {
+  type ChunkSink,
+  type FileWriter,
+  InvalidPathError,
+  type StorageDriver,
+  StorageError,
+} from './driver.ts';
 
 const component = /^[A-Za-z0-9_~][A-Za-z0-9._~-]*$/;
 
@@ -54,6 +60,13 @@ export function checked(inner: StorageDriver): StorageDriver {
       if (o !== undefined && (!Number.isSafeInteger(o) || o < 0))
         throw new StorageError(name, p, `invalid offset ${o}`);
       return guard(p, () => inner.reader(p, o));
+    },
+    copyTo: async (p: string, offset: number, length: number, sink: ChunkSink) => {
+      check(p);
+      if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+        throw new StorageError(name, p, `invalid range ${offset}+${length}`);
+      }
+      return guard(p, () => inner.copyTo(p, offset, length, sink));
     },
     writer: async (p, o) => {
       check(p);

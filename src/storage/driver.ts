@@ -39,6 +39,9 @@ export interface FileWriter {
   close(): Promise<void>;
 }
 
+/** Receives chunks from copyTo(); resolves once it no longer needs the chunk's memory. */
+export type ChunkSink = (chunk: Uint8Array) => Promise<void>;
+
 export interface StorageDriver {
   /** For logs and errors: 'memory', 'filesystem', 's3', ... */
   readonly name: string;
@@ -51,6 +54,14 @@ export interface StorageDriver {
   /** Streams the content from `offset` (default 0). PathNotFoundError if absent;
    *  InvalidOffsetError if offset > size. */
   reader(path: string, offset?: number): Promise<Readable>;
+  /**
+   * Serving bytes: feeds [offset, offset + length) of path to sink in order. A driver may reuse
+   * a chunk's memory once sink has resolved for it (the filesystem driver reads into a small
+   * ring of buffers, so a pull allocates nothing per chunk); a sink that rejects stops the copy
+   * with its error. PathNotFoundError if absent; InvalidOffsetError if the range does not lie
+   * within the file.
+   */
+  copyTo(path: string, offset: number, length: number, sink: ChunkSink): Promise<void>;
   /** Starts a write to path; with append, resumes the pending write a close() left (or starts
    *  an empty one if there is none). */
   writer(path: string, opts?: { append?: boolean }): Promise<FileWriter>;

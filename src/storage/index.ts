@@ -1,6 +1,7 @@
 // Public surface of storage/: the contract, its errors, the drivers and the checking wrapper.
 export { checked, isValidPath } from './checked.ts';
 export {
+  type ChunkSink,
   type FileInfo,
   type FileWriter,
   InvalidOffsetError,

@@ -57,6 +57,13 @@ export function createMemoryDriver(): StorageDriver {
         { objectMode: false },
       );
     },
+    async copyTo(path, offset, length, sink) {
+      const { content } = get(path);
+      if (offset + length > content.byteLength) throw new InvalidOffsetError(name, path, offset + length);
+      const step = 64 * 1024;
+      for (let i = offset; i < offset + length; i += step)
+        await sink(content.subarray(i, Math.min(i + step, offset + length)));
+    },
     async writer(path, opts = {}) {
       const chunks: Uint8Array[] = opts.append ? (pending.get(path) ?? []) : [];
       if (opts.append) pending.delete(path);

@@ -89,6 +89,31 @@ describe('HTTPS server', () => {
     await expect(call(port, '/v2/')).rejects.toThrow(/self[- ]signed|unable to verify|certificate/i);
   });
 
+  it('serves whole blobs and byte ranges over the socket exactly', async () => {
+    const { data, port } = await boot();
+    const ca = readFileSync(join(data, 'tls', 'ca.crt'));
+    const blob = randomBytes(3 * 1024 * 1024 + 7);
+    const digest = sha256(blob);
+    const opts = { ca, servername: 'localhost' };
+    expect(
+      (await call(port, `/v2/app/blobs/uploads/?digest=${digest}`, { ...opts, method: 'POST', body: blob }))
+        .status,
+    ).toBe(201);
+    const whole = await call(port, `/v2/app/blobs/${digest}`, opts);
+    expect(whole.status).toBe(200);
+    expect(whole.headers['docker-distribution-api-version']).toBe('registry/2.0');
+    expect(whole.body.equals(blob)).toBe(true);
+    const part = await call(port, `/v2/app/blobs/${digest}`, {
+      ...opts,
+      headers: { Range: 'bytes=1048570-2097160' },
+    });
+    expect(part.status).toBe(206);
+    expect(part.headers['content-range']).toBe(`bytes 1048570-2097160/${blob.length}`);
+    expect(part.body.equals(blob.subarray(1048570, 2097161))).toBe(true);
+    const tail = await call(port, `/v2/app/blobs/${digest}`, { ...opts, headers: { Range: 'bytes=-5' } });
+    expect(tail.body.equals(blob.subarray(blob.length - 5))).toBe(true);
+  });
+
   it('finishes an in-flight upload on shutdown, then refuses new connections', async () => {
     const { berth, data, port } = await boot();
     const ca = readFileSync(join(data, 'tls', 'ca.crt'));

@@ -212,6 +212,34 @@ export function describeDriver(name: string, make: () => Promise<DriverUnderTest
       await expect(d.getContent('/t/sub/deeper/three')).rejects.toBeInstanceOf(PathNotFoundError);
     });
 
+    it('copies byte ranges to a sink, reusing buffers only once released', async () => {
+      const data = randomBytes(5 * 1024 * 1024 + 123);
+      await d.putContent('/copy/src', data);
+      for (const [offset, length] of [
+        [0, data.length],
+        [1_000_000, 3_000_000],
+        [data.length - 10, 10],
+        [0, 0],
+      ] as const) {
+        const got: Buffer[] = [];
+        await d.copyTo('/copy/src', offset, length, async (chunk) => {
+          // Release late and copy only then: a driver reusing a buffer too early corrupts this.
+          await new Promise((r) => setTimeout(r, 2));
+          got.push(Buffer.from(chunk));
+        });
+        expect(sha(Buffer.concat(got))).toBe(sha(data.subarray(offset, offset + length)));
+      }
+      await expect(d.copyTo('/copy/src', data.length - 5, 10, async () => {})).rejects.toBeInstanceOf(
+        InvalidOffsetError,
+      );
+      await expect(d.copyTo('/copy/missing', 0, 1, async () => {})).rejects.toBeInstanceOf(PathNotFoundError);
+      await expect(
+        d.copyTo('/copy/src', 0, data.length, async () => {
+          throw new Error('client went away');
+        }),
+      ).rejects.toThrow(/client went away/);
+    });
+
     it('refuses paths outside the grammar before the driver sees them', async () => {
       const bad = [
         'relative',
