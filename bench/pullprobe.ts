@@ -1,12 +1,14 @@
-// Focused probe for one case: pull throughput of 16 MiB blobs at concurrency 4 against a URL.
-//   node bench/pullprobe.ts https://127.0.0.1:PORT CA_PATH [rounds]
+// Focused probe for one case: pull throughput at concurrency 4 against one registry, to compare
+// a change quickly without the full benchmark.
+//   node bench/pullprobe.ts https://127.0.0.1:PORT CA_PATH [rounds] [MiB per blob, default 16]
 import { createHash, randomBytes } from 'node:crypto';
 import { client, expectStatus } from './client.ts';
 
-const [base, ca, roundsArg] = process.argv.slice(2);
+const [base, ca, roundsArg, mibArg] = process.argv.slice(2);
 const rounds = Number(roundsArg ?? 8);
 const c = client(base!, ca!, 4);
-const size = 16 * 1024 * 1024;
+const mib = Number(mibArg ?? 16);
+const size = mib * 1024 * 1024;
 const blobs = Array.from({ length: 4 }, () => {
   const bytes = randomBytes(size);
   return { bytes, digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}` };
@@ -28,5 +30,5 @@ for (let r = 0; r < rounds; r++) {
   );
 }
 const s = (performance.now() - t0) / 1000;
-console.log(`pull 16 MiB c=4: ${((rounds * 4 * size) / 1024 / 1024 / s).toFixed(0)} MiB/s`);
+console.log(`pull ${mib} MiB c=4: ${((rounds * 4 * size) / 1024 / 1024 / s).toFixed(0)} MiB/s`);
 c.close();

@@ -4,7 +4,6 @@ import { type Context, Hono } from 'hono';
 import { OciError } from '../errors.ts';
 import {
   type Body,
-  bareMediaType,
   isAlgorithm,
   type Page,
   parseDigest,
@@ -254,5 +253,3 @@ export function v2Routes(registry: Registry, opts: V2Options) {
 
   return app;
 }
-
-export { bareMediaType };

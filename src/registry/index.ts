@@ -22,7 +22,7 @@ import { type Body, type ContentRange, createUploads } from './uploads.ts';
 
 export type { BlobBody, BlobInfo } from './blobs.ts';
 export { type Algorithm, type Digest, isAlgorithm, parseDigest, tryParseDigest } from './digest.ts';
-export { bareMediaType, type Descriptor, mediaTypes, type StoredManifest } from './manifests.ts';
+export { type Descriptor, mediaTypes, type StoredManifest } from './manifests.ts';
 export { isRepositoryName, isTag } from './names.ts';
 export { maxPageSize, type Page } from './pagination.ts';
 export { type Body, type ContentRange, rangeHeader } from './uploads.ts';

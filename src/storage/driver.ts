@@ -59,7 +59,7 @@ export interface StorageDriver {
    * a chunk's memory once sink has resolved for it (the filesystem driver reads into a small
    * ring of buffers, so a pull allocates nothing per chunk); a sink that rejects stops the copy
    * with its error. PathNotFoundError if absent; InvalidOffsetError if the range does not lie
-   * within the file.
+   * within the file (possibly after the bytes that do exist were delivered).
    */
   copyTo(path: string, offset: number, length: number, sink: ChunkSink): Promise<void>;
   /** Starts a write to path; with append, resumes the pending write a close() left (or starts
