@@ -46,7 +46,7 @@ describe('filesystem driver specifics', () => {
     }
   });
 
-  it('prunes directories that a delete or a move leaves empty', async () => {
+  it('prunes directories a delete or a move leaves empty, keeping the top-level ones', async () => {
     const root = mkdtempSync(join(tmpdir(), 'berth-fs-'));
     try {
       const d = checked(createFsDriver(root));
@@ -54,8 +54,44 @@ describe('filesystem driver specifics', () => {
       await d.putContent('/a/keep', new Uint8Array([1]));
       await d.delete('/a/b/c/file');
       expect(walk(root)).toEqual(['/a', '/a/keep']);
-      await d.move('/a/keep', '/z/moved');
-      expect(walk(root)).toEqual(['/z', '/z/moved']);
+      await d.move('/a/keep', '/z/y/moved');
+      expect(walk(root).sort()).toEqual(['/a', '/z', '/z/y', '/z/y/moved']);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('lets writes land while concurrent deletes prune the same directories', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'berth-fs-'));
+    try {
+      const d = checked(createFsDriver(root));
+      const errors: string[] = [];
+      // Every worker creates and deletes files in one shared directory; a delete that leaves it
+      // empty prunes it, racing the other workers' creates.
+      await Promise.all(
+        Array.from({ length: 16 }, async (_, w) => {
+          for (let i = 0; i < 60; i++) {
+            const p = `/shared/dir/${w}-${i}`;
+            try {
+              if (i % 3 === 0) {
+                const wr = await d.writer(p);
+                await wr.write(new Uint8Array([w, i]));
+                await wr.commit();
+              } else if (i % 3 === 1) {
+                await d.putContent(`/other/${w}-${i}`, new Uint8Array([w]));
+                await d.move(`/other/${w}-${i}`, p);
+              } else {
+                await d.putContent(p, new Uint8Array([w, i]));
+              }
+              await d.delete(p);
+            } catch (e) {
+              errors.push(`${p}: ${(e as Error).message}`);
+            }
+          }
+        }),
+      );
+      expect(errors).toEqual([]);
+      expect(walk(root).sort()).toEqual(['/other', '/shared']); // top-level directories stay
     } finally {
       rmSync(root, { recursive: true, force: true });
     }

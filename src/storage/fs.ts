@@ -73,9 +73,30 @@ export function createFsDriver(root: string): StorageDriver {
     await syncDir(dirname(real(path)));
   }
 
+  /**
+   * Runs op, which creates an entry in path's directory, creating the parents first. Deletes
+   * prune directories they leave empty, so a concurrent delete can remove the directory between
+   * our mkdir and op; op is then retried after creating the parents again.
+   */
+  async function inParent<T>(path: string, op: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await mkdir(dirname(real(path)), { recursive: true });
+        return await op();
+      } catch (e) {
+        if (code(e) !== 'ENOENT' || attempt >= 10) throw e;
+      }
+    }
+  }
+
+  /**
+   * Removes the directories a delete or move left empty, up to but not including the top-level
+   * ones (/uploads, /blobs, ...): those are where every writer races every pruner, and keeping
+   * them costs nothing.
+   */
   async function pruneEmptyParents(path: string) {
     let dir = dirname(real(path));
-    while (dir.length > root.length && dir.startsWith(root)) {
+    while (dirname(dir).length > root.length && dir.startsWith(root)) {
       try {
         await rmdir(dir);
       } catch {
@@ -100,8 +121,7 @@ export function createFsDriver(root: string): StorageDriver {
       // Small files (links, markers): one write, no staging buffer.
       const file = tempName(path);
       try {
-        await mkdir(dirname(real(path)), { recursive: true });
-        const fh = await open(file, 'w', 0o644);
+        const fh = await inParent(path, () => open(file, 'w', 0o644));
         try {
           await fh.writeFile(content);
           await fh.sync();
@@ -177,11 +197,6 @@ export function createFsDriver(root: string): StorageDriver {
     },
 
     async writer(path, opts = {}) {
-      try {
-        await mkdir(dirname(real(path)), { recursive: true });
-      } catch (e) {
-        throw wrap(path, e);
-      }
       let file = tempName(path);
       let size = 0;
       let fh: FileHandle;
@@ -195,7 +210,7 @@ export function createFsDriver(root: string): StorageDriver {
         }
       }
       try {
-        fh = await open(file, 'a', 0o644);
+        fh = await inParent(path, () => open(file, 'a', 0o644));
       } catch (e) {
         throw wrap(path, e);
       }
@@ -312,8 +327,8 @@ export function createFsDriver(root: string): StorageDriver {
     async move(source, dest) {
       try {
         await stat(real(source));
-        await mkdir(dirname(real(dest)), { recursive: true });
-        await publish(real(source), dest);
+        await inParent(dest, () => rename(real(source), real(dest)));
+        await syncDir(dirname(real(dest)));
       } catch (e) {
         throw wrap(source, e);
       }

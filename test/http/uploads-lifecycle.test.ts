@@ -73,3 +73,32 @@ describe('upload lifecycle', () => {
     expect(await h.storage.list('/')).not.toContain('/uploads');
   });
 });
+
+describe('concurrency on the filesystem driver', () => {
+  it('keeps every upload working while others finish and prune their directories', async () => {
+    const h = makeHarness({ storage: fsStorage() });
+    let next = 0;
+    const total = 300;
+    const failures: string[] = [];
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (next < total) {
+          const i = next++;
+          const data = Buffer.from(`blob ${i} ${'x'.repeat(i)}`);
+          const post = await h.request(`/v2/repo${i % 3}/blobs/uploads/`, { method: 'POST' });
+          if (post.status !== 202) {
+            failures.push(`POST ${post.status} ${await post.text()}`);
+            continue;
+          }
+          const location = post.headers.get('Location')!;
+          const patch = await h.request(location, { method: 'PATCH', body: data });
+          if (patch.status !== 202) failures.push(`PATCH ${patch.status} ${await patch.text()}`);
+          const put = await h.request(`${location}?digest=${sha256(data)}`, { method: 'PUT' });
+          if (put.status !== 201) failures.push(`PUT ${put.status} ${await put.text()}`);
+          if (i % 5 === 0) await h.request(`/v2/repo${i % 3}/blobs/${sha256(data)}`, { method: 'DELETE' });
+        }
+      }),
+    );
+    expect(failures).toEqual([]);
+  });
+});

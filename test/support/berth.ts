@@ -26,6 +26,10 @@ export async function startBerth(
     ['src/cli.ts', 'serve', '--listen', '127.0.0.1:0', '--data', dataDir, ...(opts.args ?? [])],
     { cwd: root, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
+  // If the test process ends without stop() (a crash, a timeout), take the server with it.
+  const reap = () => child.kill('SIGKILL');
+  process.once('exit', reap);
+  child.once('exit', () => process.off('exit', reap));
   const lines: string[] = [];
   let buffered = '';
   const listening = new Promise<{ address: string; url: string; caPath: string }>(

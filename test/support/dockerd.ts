@@ -34,6 +34,9 @@ export async function startDockerd(): Promise<Dockerd> {
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
+  const reap = () => daemon.kill('SIGKILL');
+  process.once('exit', reap);
+  daemon.once('exit', () => process.off('exit', reap));
   daemon.stdout!.on('data', (d: Buffer) => log.push(d.toString()));
   daemon.stderr!.on('data', (d: Buffer) => log.push(d.toString()));
   const docker = tool('docker'); // /usr/bin/docker from docker.io, not a client-only binary elsewhere
