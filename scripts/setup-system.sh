@@ -10,6 +10,7 @@ packages=(
   docker-registry         # CNCF Distribution 2.8.2: the benchmark's side-by-side peer
   busybox-static          # the one binary our locally built test images are made of
   uidmap fuse-overlayfs   # podman's runtime helpers
+  radosgw ceph-mon ceph-osd ceph-common  # Ceph's S3 gateway on a one-node cluster: the real S3 peer
 )
 
 missing=()

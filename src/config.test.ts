@@ -50,19 +50,25 @@ describe('config', () => {
     const samples: Record<string, string> = {
       hostport: '[::1]:1234',
       string: '/tmp/x',
-      number: '5000000',
+      number: '6000000',
       boolean: 'false',
       list: 'a,b',
       level: 'debug',
       driver: 'memory',
     };
+    const special: Record<string, string> = { 'storage.s3.endpoint': 'http://127.0.0.1:7480' };
     const env: Record<string, string> = {};
-    for (const [k, spec] of Object.entries(keys)) env[envName(k)] = samples[spec.type]!;
+    for (const [k, spec] of Object.entries(keys)) env[envName(k)] = special[k] ?? samples[spec.type]!;
     const c = loadConfig({ env });
     expect(c.listen).toEqual({ host: '::1', port: 1234 });
     expect(c.tls.certFile).toBe('/tmp/x');
     expect(c.storage.driver).toBe('memory');
     expect(c.server.trustProxy).toBe(false);
+    expect(c.storage.s3).toMatchObject({
+      endpoint: 'http://127.0.0.1:7480',
+      bucket: '/tmp/x',
+      partSize: 6000000,
+    });
   });
 
   it.each([
@@ -74,6 +80,10 @@ describe('config', () => {
     [{ env: {}, file: file({ lisen: '1:2' }) }, 'lisen'],
     [{ env: {}, file: file({ registry: { chunkMinLength: 'big' } }) }, 'registry.chunkMinLength'],
     [{ env: {}, file: file('{oops') }, '--config'],
+    [{ env: { BERTH_STORAGE_DRIVER: 's3' } }, 'storage.s3.bucket'],
+    [{ env: { BERTH_STORAGE_S3_ENDPOINT: 'localhost:7480' } }, 'storage.s3.endpoint'],
+    [{ env: { BERTH_STORAGE_S3_ACCESS_KEY_ID: 'k' } }, 'storage.s3.secretAccessKey'],
+    [{ env: { BERTH_STORAGE_S3_PART_SIZE: '1048576' } }, 'storage.s3.partSize'],
   ])('stops with a message naming the bad key (%#)', (sources, key) => {
     try {
       loadConfig(sources);

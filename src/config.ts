@@ -64,12 +64,59 @@ export const keys = {
   'storage.driver': {
     type: 'driver',
     default: 'filesystem',
-    doc: 'filesystem (under DATA/storage) | memory (lost on exit; for tests)',
+    doc: 'filesystem (under DATA/storage) | s3 (any S3-compatible store) | memory (lost on exit; for tests)',
   },
   'storage.filesystem.root': {
     type: 'string',
     default: undefined,
     doc: 'filesystem driver root (default DATA/storage)',
+  },
+  'storage.s3.endpoint': {
+    type: 'string',
+    default: undefined,
+    doc: 'S3-compatible endpoint URL (RGW, MinIO, ...); unset for AWS S3',
+  },
+  'storage.s3.region': {
+    type: 'string',
+    default: 'us-east-1',
+    doc: 'region (signing region for S3-compatible stores)',
+  },
+  'storage.s3.bucket': {
+    type: 'string',
+    default: undefined,
+    doc: 'bucket (must exist; required with storage.driver s3)',
+  },
+  'storage.s3.prefix': {
+    type: 'string',
+    default: undefined,
+    doc: 'key prefix inside the bucket (default: the bucket root)',
+  },
+  'storage.s3.forcePathStyle': {
+    type: 'boolean',
+    default: undefined,
+    doc: 'path-style URLs (default: true with an endpoint, false for AWS)',
+  },
+  'storage.s3.accessKeyId': {
+    type: 'string',
+    default: undefined,
+    doc: 'access key id; unset: the standard AWS credential chain',
+  },
+  'storage.s3.secretAccessKey': {
+    type: 'string',
+    default: undefined,
+    doc: 'secret access key for storage.s3.accessKeyId',
+  },
+  'storage.s3.partSize': {
+    type: 'number',
+    default: 16 * 1024 * 1024,
+    min: 5 * 1024 * 1024,
+    doc: 'multipart part size in bytes (at least 5 MiB): the most a write buffers in memory',
+  },
+  'storage.s3.maxAttempts': {
+    type: 'number',
+    default: 5,
+    min: 1,
+    doc: 'attempts per S3 request; throttling (SlowDown, 503) is retried with backoff and jitter',
   },
   'registry.manifestMaxBytes': {
     type: 'number',
@@ -116,8 +163,19 @@ export interface Config {
   };
   readonly server: { readonly trustProxy: boolean; readonly shutdownTimeoutSeconds: number };
   readonly storage: {
-    readonly driver: 'filesystem' | 'memory';
+    readonly driver: 'filesystem' | 's3' | 'memory';
     readonly filesystem: { readonly root: string };
+    readonly s3: {
+      readonly endpoint: string | undefined;
+      readonly region: string;
+      readonly bucket: string;
+      readonly prefix: string;
+      readonly forcePathStyle: boolean;
+      readonly accessKeyId: string | undefined;
+      readonly secretAccessKey: string | undefined;
+      readonly partSize: number;
+      readonly maxAttempts: number;
+    };
   };
   readonly registry: {
     readonly manifestMaxBytes: number;
@@ -129,7 +187,7 @@ export interface Config {
 }
 
 const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-const drivers = ['filesystem', 'memory'];
+const drivers = ['filesystem', 's3', 'memory'];
 
 /** tls.certFile -> BERTH_TLS_CERT_FILE */
 export function envName(key: string): string {
@@ -270,6 +328,22 @@ function build(v: Map<ConfigKey, unknown>): Config {
     );
   }
   const root = get<string | undefined>('storage.filesystem.root');
+  const driver = get<string>('storage.driver');
+  const bucket = get<string | undefined>('storage.s3.bucket');
+  if (driver === 's3' && bucket === undefined)
+    throw new ConfigError('storage.s3.bucket', 'is required with storage.driver s3');
+  const accessKeyId = get<string | undefined>('storage.s3.accessKeyId');
+  const secretAccessKey = get<string | undefined>('storage.s3.secretAccessKey');
+  if ((accessKeyId === undefined) !== (secretAccessKey === undefined)) {
+    throw new ConfigError(
+      accessKeyId ? 'storage.s3.secretAccessKey' : 'storage.s3.accessKeyId',
+      'storage.s3.accessKeyId and storage.s3.secretAccessKey go together',
+    );
+  }
+  const endpoint = get<string | undefined>('storage.s3.endpoint');
+  if (endpoint !== undefined && !/^https?:\/\/[^/\s]+/.test(endpoint)) {
+    throw new ConfigError('storage.s3.endpoint', `must be an http(s) URL (got ${JSON.stringify(endpoint)})`);
+  }
   return deepFreeze({
     listen: get('listen'),
     data,
@@ -287,6 +361,17 @@ function build(v: Map<ConfigKey, unknown>): Config {
     storage: {
       driver: get('storage.driver'),
       filesystem: { root: root ? resolve(root) : resolve(data, 'storage') },
+      s3: {
+        endpoint,
+        region: get('storage.s3.region'),
+        bucket: bucket ?? '',
+        prefix: get<string | undefined>('storage.s3.prefix') ?? '',
+        forcePathStyle: get<boolean | undefined>('storage.s3.forcePathStyle') ?? endpoint !== undefined,
+        accessKeyId,
+        secretAccessKey,
+        partSize: get('storage.s3.partSize'),
+        maxAttempts: get('storage.s3.maxAttempts'),
+      },
     },
     registry: {
       manifestMaxBytes: get('registry.manifestMaxBytes'),

@@ -14,17 +14,32 @@ export interface Berth {
   stop(): Promise<void>;
 }
 
-function createStorage(config: Config): StorageDriver {
+/** The configured driver, checked (and for S3, found reachable) before anything is served. */
+async function createStorage(
+  config: Config,
+  log: Logger,
+): Promise<{ storage: StorageDriver; sweep?: (before: Date) => Promise<number> }> {
   switch (config.storage.driver) {
     case 'memory':
-      return checked(createMemoryDriver());
+      return { storage: checked(createMemoryDriver()) };
     case 'filesystem':
-      return checked(createFsDriver(config.storage.filesystem.root));
+      return { storage: checked(createFsDriver(config.storage.filesystem.root)) };
+    case 's3': {
+      // Loaded on demand: the AWS SDK is large, and only S3 deployments need it.
+      const { createS3Driver } = await import('./storage/s3.ts');
+      const s3 = createS3Driver(config.storage.s3);
+      await s3.checkBucket();
+      log.info(
+        { bucket: config.storage.s3.bucket, endpoint: config.storage.s3.endpoint ?? 'AWS' },
+        'S3 storage ready',
+      );
+      return { storage: checked(s3), sweep: (before) => s3.sweepUploads(before) };
+    }
   }
 }
 
 export async function start(config: Config, log: Logger = createLogger(config.log.level)): Promise<Berth> {
-  const storage = createStorage(config);
+  const { storage, sweep } = await createStorage(config, log);
   const registry = createRegistry(storage, {
     log: log.child({ module: 'registry' }),
     manifestMaxBytes: config.registry.manifestMaxBytes,
@@ -103,6 +118,11 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
     registry.purgeUploads(cutoff).then(
       (n) => n > 0 && log.info({ purged: n }, 'purged abandoned uploads'),
       (e) => log.error({ err: e }, 'purging uploads failed'),
+    );
+    // Multipart uploads nobody completed or aborted (a crash mid-write) cost storage until aborted.
+    sweep?.(cutoff).then(
+      (n) => n > 0 && log.info({ aborted: n }, 'aborted abandoned multipart uploads'),
+      (e) => log.error({ err: e }, 'sweeping multipart uploads failed'),
     );
   }, purgeEvery);
   purge.unref();

@@ -1,0 +1,592 @@
+// S3-compatible driver (AWS S3, Ceph RGW, MinIO). Keys are `<prefix><path without the leading
+// slash>`; "directories" are key prefixes, listed with a '/' delimiter.
+//
+// Writes stream through a bounded buffer: once it holds a part (storage.s3.partSize, at least
+// 5 MiB) the part goes out as an UploadPart of a multipart upload, so no blob is ever held whole
+// in memory or staged on local disk; commit() completes the upload (or, for small objects,
+// sends one PutObject). A writer that is closed rather than committed leaves its multipart
+// upload open and the unsent tail (always smaller than a part, which S3 would refuse as a
+// non-final part) as a hidden object `<prefix>.pending/<path>`; writer(path, {append}) finds
+// both again. That is how an OCI upload spread over many PATCH requests, or over a restart,
+// becomes the parts of one multipart upload.
+//
+// Retries: the SDK's standard mode retries throttling (SlowDown, 503) and transient errors
+// with exponential backoff and full jitter. Everything else becomes a StorageError naming the
+// S3 error code.
+import { Readable } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CopyObjectCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  ListPartsCommand,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+  UploadPartCopyCommand,
+} from '@aws-sdk/client-s3';
+import {
+  type FileInfo,
+  type FileWriter,
+  InvalidOffsetError,
+  PathNotFoundError,
+  type StorageDriver,
+  StorageError,
+} from './driver.ts';
+
+export interface S3Options {
+  /** Endpoint URL for S3-compatible servers; undefined for AWS S3 itself. */
+  readonly endpoint?: string | undefined;
+  readonly region: string;
+  readonly bucket: string;
+  /** Key prefix, e.g. 'berth/' (a trailing '/' is added when missing); '' for the bucket root. */
+  readonly prefix: string;
+  readonly forcePathStyle: boolean;
+  /** Static credentials; when absent the standard AWS chain (env, profile, IMDS...) applies. */
+  readonly accessKeyId?: string | undefined;
+  readonly secretAccessKey?: string | undefined;
+  /** Multipart part size in bytes, at least 5 MiB (S3's minimum for all but the last part). */
+  readonly partSize: number;
+  /** Attempts per request, retries included. */
+  readonly maxAttempts: number;
+}
+
+export const minPartSize = 5 * 1024 * 1024;
+/** CopyObject's limit; larger objects are copied part by part. */
+const maxSingleCopy = 5 * 1024 * 1024 * 1024;
+const copyPartSize = 512 * 1024 * 1024;
+
+const name = 's3';
+
+function errName(e: unknown): string | undefined {
+  return (e as { name?: string; Code?: string } | null)?.name ?? (e as { Code?: string } | null)?.Code;
+}
+
+function httpStatus(e: unknown): number | undefined {
+  return (e as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
+}
+
+function isNotFound(e: unknown): boolean {
+  const n = errName(e);
+  return n === 'NoSuchKey' || n === 'NotFound' || n === 'NoSuchUpload' || httpStatus(e) === 404;
+}
+
+export function createS3Driver(opts: S3Options) {
+  if (opts.partSize < minPartSize) throw new RangeError(`partSize must be at least ${minPartSize}`);
+  const prefix = opts.prefix === '' || opts.prefix.endsWith('/') ? opts.prefix : `${opts.prefix}/`;
+  const Bucket = opts.bucket;
+  const client = new S3Client({
+    region: opts.region,
+    ...(opts.endpoint !== undefined && { endpoint: opts.endpoint }),
+    forcePathStyle: opts.forcePathStyle,
+    ...(opts.accessKeyId !== undefined &&
+      opts.secretAccessKey !== undefined && {
+        credentials: { accessKeyId: opts.accessKeyId, secretAccessKey: opts.secretAccessKey },
+      }),
+    maxAttempts: opts.maxAttempts,
+    retryMode: 'standard',
+    // S3-compatible servers (RGW, older MinIO) reject or corrupt aws-chunked bodies with
+    // trailing checksums, the SDK's default since 2025: send checksums only where required.
+    ...(opts.endpoint !== undefined && {
+      requestChecksumCalculation: 'WHEN_REQUIRED' as const,
+      responseChecksumValidation: 'WHEN_REQUIRED' as const,
+    }),
+  });
+
+  const key = (path: string) => prefix + path.slice(1);
+  const dirKey = (path: string) => (path === '/' ? prefix : `${prefix}${path.slice(1)}/`);
+  const tailKey = (path: string) => `${prefix}.pending/${path.slice(1)}`;
+  const pathOf = (k: string) => `/${k.slice(prefix.length)}`;
+
+  function wrap(path: string, e: unknown): Error {
+    if (e instanceof StorageError) return e;
+    if (isNotFound(e)) return new PathNotFoundError(name, path, { cause: e });
+    const code = errName(e) ?? 'error';
+    const status = httpStatus(e);
+    return new StorageError(
+      name,
+      path,
+      `${code}${status ? ` (HTTP ${status})` : ''}: ${(e as Error).message}`,
+      {
+        cause: e,
+      },
+    );
+  }
+
+  async function head(path: string): Promise<{ size: number; modTime: Date } | undefined> {
+    try {
+      const r = await client.send(new HeadObjectCommand({ Bucket, Key: key(path) }));
+      return { size: r.ContentLength ?? 0, modTime: r.LastModified ?? new Date(0) };
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw wrap(path, e);
+    }
+  }
+
+  /** Every key below a prefix, page by page (1000 per page, S3's maximum). */
+  async function* keysUnder(p: string): AsyncGenerator<string[]> {
+    let ContinuationToken: string | undefined;
+    do {
+      const r = await client.send(new ListObjectsV2Command({ Bucket, Prefix: p, ContinuationToken }));
+      yield (r.Contents ?? []).map((o) => o.Key!).filter(Boolean);
+      ContinuationToken = r.IsTruncated ? r.NextContinuationToken : undefined;
+    } while (ContinuationToken);
+  }
+
+  async function deleteKeys(keys: string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000);
+      const r = await client.send(
+        new DeleteObjectsCommand({ Bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }),
+      );
+      const failed = (r.Errors ?? []).filter((x) => x.Code !== 'NoSuchKey');
+      if (failed.length > 0)
+        throw new StorageError(name, pathOf(failed[0]!.Key ?? ''), `delete failed: ${failed[0]!.Code}`);
+    }
+  }
+
+  /** Open multipart uploads whose key starts with p (a writer's own or pending ones). */
+  async function uploadsUnder(p: string): Promise<{ Key: string; UploadId: string; Initiated: Date }[]> {
+    const out: { Key: string; UploadId: string; Initiated: Date }[] = [];
+    let KeyMarker: string | undefined;
+    let UploadIdMarker: string | undefined;
+    do {
+      const r = await client.send(
+        new ListMultipartUploadsCommand({ Bucket, Prefix: p, KeyMarker, UploadIdMarker }),
+      );
+      for (const u of r.Uploads ?? []) {
+        if (u.Key && u.UploadId)
+          out.push({ Key: u.Key, UploadId: u.UploadId, Initiated: u.Initiated ?? new Date(0) });
+      }
+      KeyMarker = r.IsTruncated ? r.NextKeyMarker : undefined;
+      UploadIdMarker = r.IsTruncated ? r.NextUploadIdMarker : undefined;
+    } while (KeyMarker);
+    return out;
+  }
+
+  const uploadsFor = async (k: string) => (await uploadsUnder(k)).filter((u) => u.Key === k);
+
+  async function partsOf(
+    k: string,
+    UploadId: string,
+  ): Promise<{ PartNumber: number; ETag: string; Size: number }[]> {
+    const out: { PartNumber: number; ETag: string; Size: number }[] = [];
+    let PartNumberMarker: string | undefined;
+    do {
+      const r = await client.send(new ListPartsCommand({ Bucket, Key: k, UploadId, PartNumberMarker }));
+      for (const p of r.Parts ?? [])
+        out.push({ PartNumber: p.PartNumber!, ETag: p.ETag!, Size: p.Size ?? 0 });
+      PartNumberMarker = r.IsTruncated ? r.NextPartNumberMarker : undefined;
+    } while (PartNumberMarker);
+    return out.sort((a, b) => a.PartNumber - b.PartNumber);
+  }
+
+  async function abort(k: string, UploadId: string): Promise<void> {
+    try {
+      await client.send(new AbortMultipartUploadCommand({ Bucket, Key: k, UploadId }));
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+    }
+  }
+
+  async function keyExists(k: string): Promise<boolean> {
+    try {
+      await client.send(new HeadObjectCommand({ Bucket, Key: k }));
+      return true;
+    } catch (e) {
+      if (isNotFound(e)) return false;
+      throw e;
+    }
+  }
+
+  async function readTail(path: string): Promise<Buffer | undefined> {
+    try {
+      const r = await client.send(new GetObjectCommand({ Bucket, Key: tailKey(path) }));
+      return Buffer.from(await r.Body!.transformToByteArray());
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    }
+  }
+
+  async function deleteTail(path: string): Promise<void> {
+    await client.send(new DeleteObjectCommand({ Bucket, Key: tailKey(path) }));
+  }
+
+  const driver: StorageDriver & {
+    /** Checks at start that the bucket answers with these credentials; throws saying which part failed. */
+    checkBucket(): Promise<void>;
+    /** Aborts multipart uploads started before `olderThan` (abandoned writers). Returns how many. */
+    sweepUploads(olderThan: Date): Promise<number>;
+    destroy(): void;
+  } = {
+    name,
+
+    async checkBucket() {
+      try {
+        await client.send(new HeadBucketCommand({ Bucket }));
+      } catch (e) {
+        const status = httpStatus(e);
+        const where = opts.endpoint ?? `AWS S3 in ${opts.region}`;
+        if (status === 404 || errName(e) === 'NotFound' || errName(e) === 'NoSuchBucket') {
+          throw new StorageError(name, '/', `bucket ${Bucket} does not exist at ${where}`, { cause: e });
+        }
+        if (status === 403 || status === 401) {
+          throw new StorageError(
+            name,
+            '/',
+            `credentials were refused for bucket ${Bucket} at ${where} (HTTP ${status})`,
+            {
+              cause: e,
+            },
+          );
+        }
+        if (status === undefined) {
+          throw new StorageError(name, '/', `cannot reach ${where}: ${(e as Error).message}`, { cause: e });
+        }
+        throw wrap('/', e);
+      }
+    },
+
+    async sweepUploads(olderThan) {
+      let swept = 0;
+      for (const u of await uploadsUnder(prefix)) {
+        if (u.Initiated < olderThan) {
+          await abort(u.Key, u.UploadId);
+          swept++;
+        }
+      }
+      return swept;
+    },
+
+    destroy() {
+      client.destroy();
+    },
+
+    async getContent(path) {
+      try {
+        const r = await client.send(new GetObjectCommand({ Bucket, Key: key(path) }));
+        return await r.Body!.transformToByteArray();
+      } catch (e) {
+        throw wrap(path, e);
+      }
+    },
+
+    async putContent(path, content) {
+      try {
+        await client.send(
+          new PutObjectCommand({ Bucket, Key: key(path), Body: content, ContentLength: content.byteLength }),
+        );
+      } catch (e) {
+        throw wrap(path, e);
+      }
+    },
+
+    async reader(path, offset = 0) {
+      if (offset > 0) {
+        const h = await head(path);
+        if (!h) throw new PathNotFoundError(name, path);
+        if (offset > h.size) throw new InvalidOffsetError(name, path, offset);
+        if (offset === h.size) return Readable.from([]);
+      }
+      try {
+        const r = await client.send(
+          new GetObjectCommand({ Bucket, Key: key(path), ...(offset > 0 && { Range: `bytes=${offset}-` }) }),
+        );
+        return r.Body as Readable;
+      } catch (e) {
+        throw wrap(path, e);
+      }
+    },
+
+    async copyTo(path, offset, length, sink) {
+      if (length === 0) {
+        const h = await head(path);
+        if (!h) throw new PathNotFoundError(name, path);
+        if (offset > h.size) throw new InvalidOffsetError(name, path, offset);
+        return;
+      }
+      let body: Readable;
+      try {
+        const r = await client.send(
+          new GetObjectCommand({ Bucket, Key: key(path), Range: `bytes=${offset}-${offset + length - 1}` }),
+        );
+        body = r.Body as Readable;
+        if ((r.ContentLength ?? 0) < length) {
+          body.destroy();
+          throw new InvalidOffsetError(name, path, offset + length);
+        }
+      } catch (e) {
+        if (errName(e) === 'InvalidRange' || httpStatus(e) === 416)
+          throw new InvalidOffsetError(name, path, offset);
+        throw wrap(path, e);
+      }
+      try {
+        for await (const chunk of body) await sink(chunk as Uint8Array);
+      } finally {
+        body.destroy();
+      }
+    },
+
+    async writer(path, wopts = {}) {
+      const k = key(path);
+      let uploadId: string | undefined;
+      let parts: { PartNumber: number; ETag: string }[] = [];
+      let sent = 0;
+      let buffer: Buffer[] = [];
+      let buffered = 0;
+      let done = false;
+      try {
+        if (wopts.append) {
+          const open = (await uploadsFor(k)).sort((a, b) => b.Initiated.getTime() - a.Initiated.getTime());
+          // Only the newest pending write counts; older ones are leftovers of crashed writers.
+          for (const stale of open.slice(1)) await abort(k, stale.UploadId);
+          if (open[0]) {
+            uploadId = open[0].UploadId;
+            const listed = await partsOf(k, uploadId);
+            parts = listed.map(({ PartNumber, ETag }) => ({ PartNumber, ETag }));
+            sent = listed.reduce((n, p) => n + p.Size, 0);
+          }
+          const tail = await readTail(path);
+          if (tail) {
+            buffer = [tail];
+            buffered = tail.byteLength;
+          }
+        }
+      } catch (e) {
+        throw wrap(path, e);
+      }
+
+      const sendPart = async (body: Buffer) => {
+        uploadId ??= (await client.send(new CreateMultipartUploadCommand({ Bucket, Key: k }))).UploadId!;
+        const PartNumber = parts.length + 1;
+        const r = await client.send(
+          new UploadPartCommand({
+            Bucket,
+            Key: k,
+            UploadId: uploadId,
+            PartNumber,
+            Body: body,
+            ContentLength: body.byteLength,
+          }),
+        );
+        parts.push({ PartNumber, ETag: r.ETag! });
+        sent += body.byteLength;
+      };
+      const takeBuffer = () => {
+        const b = Buffer.concat(buffer, buffered);
+        buffer = [];
+        buffered = 0;
+        return b;
+      };
+      const finish = () => {
+        if (done) throw new StorageError(name, path, 'writer already finished');
+        done = true;
+      };
+
+      const w: FileWriter = {
+        get size() {
+          return sent + buffered;
+        },
+        async write(chunk) {
+          if (done) throw new StorageError(name, path, 'writer already finished');
+          buffer.push(Buffer.from(chunk));
+          buffered += chunk.byteLength;
+          try {
+            while (buffered >= opts.partSize) {
+              const all = takeBuffer();
+              await sendPart(all.subarray(0, opts.partSize));
+              if (all.byteLength > opts.partSize) {
+                buffer = [all.subarray(opts.partSize)];
+                buffered = all.byteLength - opts.partSize;
+              }
+            }
+          } catch (e) {
+            throw wrap(path, e);
+          }
+        },
+        async commit() {
+          finish();
+          try {
+            const rest = takeBuffer();
+            if (uploadId === undefined) {
+              await client.send(
+                new PutObjectCommand({ Bucket, Key: k, Body: rest, ContentLength: rest.byteLength }),
+              );
+            } else {
+              if (rest.byteLength > 0 || parts.length === 0) await sendPart(rest);
+              await client.send(
+                new CompleteMultipartUploadCommand({
+                  Bucket,
+                  Key: k,
+                  UploadId: uploadId,
+                  MultipartUpload: { Parts: parts },
+                }),
+              );
+            }
+            if (wopts.append) await deleteTail(path);
+          } catch (e) {
+            if (uploadId !== undefined) await abort(k, uploadId).catch(() => {});
+            throw wrap(path, e);
+          }
+        },
+        async cancel() {
+          if (done) return;
+          done = true;
+          buffer = [];
+          buffered = 0;
+          try {
+            if (uploadId !== undefined) await abort(k, uploadId);
+            await deleteTail(path);
+          } catch (e) {
+            throw wrap(path, e);
+          }
+        },
+        async close() {
+          finish();
+          try {
+            const rest = takeBuffer();
+            if (rest.byteLength > 0) {
+              await client.send(
+                new PutObjectCommand({
+                  Bucket,
+                  Key: tailKey(path),
+                  Body: rest,
+                  ContentLength: rest.byteLength,
+                }),
+              );
+            } else {
+              await deleteTail(path);
+            }
+          } catch (e) {
+            throw wrap(path, e);
+          }
+        },
+      };
+      return w;
+    },
+
+    async stat(path): Promise<FileInfo> {
+      if (path !== '/') {
+        const h = await head(path);
+        if (h) return { path, size: h.size, modTime: h.modTime, isDir: false };
+      }
+      try {
+        const r = await client.send(new ListObjectsV2Command({ Bucket, Prefix: dirKey(path), MaxKeys: 1 }));
+        if ((r.KeyCount ?? 0) > 0 || path === '/')
+          return { path, size: 0, modTime: new Date(0), isDir: true };
+      } catch (e) {
+        throw wrap(path, e);
+      }
+      throw new PathNotFoundError(name, path);
+    },
+
+    async list(path) {
+      const p = dirKey(path);
+      const out: string[] = [];
+      let ContinuationToken: string | undefined;
+      try {
+        do {
+          const r = await client.send(
+            new ListObjectsV2Command({ Bucket, Prefix: p, Delimiter: '/', ContinuationToken }),
+          );
+          for (const cp of r.CommonPrefixes ?? []) out.push(pathOf(cp.Prefix!.slice(0, -1)));
+          for (const o of r.Contents ?? []) out.push(pathOf(o.Key!));
+          ContinuationToken = r.IsTruncated ? r.NextContinuationToken : undefined;
+        } while (ContinuationToken);
+      } catch (e) {
+        throw wrap(path, e);
+      }
+      const visible = out.filter((c) => !c.slice(c.lastIndexOf('/') + 1).startsWith('.')).sort();
+      if (visible.length === 0 && path !== '/') {
+        // S3 has no empty directories: nothing below the prefix means no directory, unless
+        // the path is a file.
+        throw (await head(path))
+          ? new StorageError(name, path, 'not a directory')
+          : new PathNotFoundError(name, path);
+      }
+      return visible;
+    },
+
+    async move(source, dest) {
+      const h = await head(source);
+      if (!h) throw new PathNotFoundError(name, source);
+      const CopySource = encodeURIComponent(`${Bucket}/${key(source)}`).replace(/%2F/g, '/');
+      try {
+        if (h.size <= maxSingleCopy) {
+          await client.send(new CopyObjectCommand({ Bucket, Key: key(dest), CopySource }));
+        } else {
+          const UploadId = (await client.send(new CreateMultipartUploadCommand({ Bucket, Key: key(dest) })))
+            .UploadId!;
+          try {
+            const Parts: { PartNumber: number; ETag: string }[] = [];
+            for (let off = 0, n = 1; off < h.size; off += copyPartSize, n++) {
+              const end = Math.min(off + copyPartSize, h.size) - 1;
+              const r = await client.send(
+                new UploadPartCopyCommand({
+                  Bucket,
+                  Key: key(dest),
+                  UploadId,
+                  PartNumber: n,
+                  CopySource,
+                  CopySourceRange: `bytes=${off}-${end}`,
+                }),
+              );
+              Parts.push({ PartNumber: n, ETag: r.CopyPartResult!.ETag! });
+            }
+            await client.send(
+              new CompleteMultipartUploadCommand({
+                Bucket,
+                Key: key(dest),
+                UploadId,
+                MultipartUpload: { Parts },
+              }),
+            );
+          } catch (e) {
+            await abort(key(dest), UploadId).catch(() => {});
+            throw e;
+          }
+        }
+        await client.send(new DeleteObjectCommand({ Bucket, Key: key(source) }));
+      } catch (e) {
+        throw wrap(source, e);
+      }
+    },
+
+    async delete(path) {
+      let found = false;
+      try {
+        if (await head(path)) {
+          await client.send(new DeleteObjectCommand({ Bucket, Key: key(path) }));
+          found = true;
+        }
+        for await (const page of keysUnder(dirKey(path))) {
+          if (page.length === 0) continue;
+          found = true;
+          await deleteKeys(page);
+        }
+        // Pending writes of what was deleted go with it: tails and open multipart uploads, of
+        // the path itself and of everything below it.
+        const tails: string[] = [];
+        for await (const page of keysUnder(`${tailKey(path)}/`)) tails.push(...page);
+        if (await keyExists(tailKey(path))) tails.push(tailKey(path));
+        if (tails.length > 0) await deleteKeys(tails);
+        const open = [...(await uploadsFor(key(path))), ...(await uploadsUnder(dirKey(path)))];
+        for (const u of open) await abort(u.Key, u.UploadId);
+      } catch (e) {
+        throw wrap(path, e);
+      }
+      if (!found) throw new PathNotFoundError(name, path);
+    },
+  };
+  return driver;
+}
+
+export type S3Driver = ReturnType<typeof createS3Driver>;
