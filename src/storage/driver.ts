@@ -55,7 +55,8 @@ export interface StorageDriver {
    *  InvalidOffsetError if offset > size. */
   reader(path: string, offset?: number): Promise<Readable>;
   /**
-   * Serving bytes: feeds [offset, offset + length) of path to sink in order. A driver may reuse
+   * Serving bytes: feeds [offset, offset + length) of path to sink in order, one call at a time
+   * (the next call waits until the previous one resolved; reads may run ahead). A driver may reuse
    * a chunk's memory once sink has resolved for it (the filesystem driver reads into a small
    * ring of buffers, so a pull allocates nothing per chunk); a sink that rejects stops the copy
    * with its error. PathNotFoundError if absent; InvalidOffsetError if the range does not lie

@@ -172,6 +172,8 @@ export function createFsDriver(root: string): StorageDriver {
         );
         const released: Promise<void>[] = ring.map(() => Promise.resolve());
         let failure: { error: unknown } | undefined;
+        // Sink calls are chained (one at a time, in order) while reads run ahead into the ring.
+        let chain: Promise<void> = Promise.resolve();
         const end = offset + length;
         let pos = offset;
         let k = 0;
@@ -182,9 +184,13 @@ export function createFsDriver(root: string): StorageDriver {
           const n = await readAt(fd, buf, Math.min(buf.length, end - pos), pos);
           if (n === 0) throw new InvalidOffsetError(name, path, offset + length);
           pos += n;
-          released[k] = sink(buf.subarray(0, n)).catch((error: unknown) => {
-            failure ??= { error };
-          });
+          const view = buf.subarray(0, n);
+          chain = chain
+            .then(() => (failure ? undefined : sink(view)))
+            .catch((error: unknown) => {
+              failure ??= { error };
+            });
+          released[k] = chain;
           k = (k + 1) % ring.length;
         }
         await Promise.all(released);

@@ -116,7 +116,9 @@ export function createMemoryDriver(): StorageDriver {
         if (files.has(path)) throw new StorageError(name, path, 'not a directory');
         throw new PathNotFoundError(name, path);
       }
-      return [...children].sort();
+      // Dot-names are a driver's (or a decorator's) own bookkeeping: never listed.
+      const visible = [...children].filter((c) => !c.slice(c.lastIndexOf('/') + 1).startsWith('.'));
+      return visible.sort();
     },
     async move(source, dest) {
       const e = get(source);
