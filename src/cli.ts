@@ -7,13 +7,22 @@ process.env.UV_THREADPOOL_SIZE ??= '16';
 import { parseArgs } from 'node:util';
 import { configReference, loadConfig } from './config.ts';
 import { ConfigError } from './errors.ts';
-import { start } from './main.ts';
+import { keysCommand, start } from './main.ts';
 
 const usage = `berth — an OCI registry with an embedded task runner
 
 Usage:
   berth serve [--listen HOST:PORT] [--data DIR] [--config FILE]
+  berth keys list | rotate | rewrap | retire KEY_ID | encrypt-plaintext [--data DIR] [--config FILE]
   berth --help | --version
+
+Keys (encryption at rest):
+  list                 the KEKs, which is current, and how many objects each one wraps
+  rotate               add a new current KEK and re-wrap every data key under it (no blob is
+                       rewritten; a running berth picks the new key file up within seconds)
+  rewrap               re-wrap data keys still under an older KEK
+  retire KEY_ID        remove a KEK, refused while any object still uses it
+  encrypt-plaintext    rewrite objects stored before encryption was on
 
 Flags:
   --listen HOST:PORT   address to listen on (default 0.0.0.0:5000; port 0 picks a free port)
@@ -49,7 +58,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const command = positionals[0] ?? 'serve';
-  if (command !== 'serve') {
+  if (command !== 'serve' && command !== 'keys') {
     process.stderr.write(`berth: unknown command ${command}\n\n${usage}`);
     return 2;
   }
@@ -62,6 +71,14 @@ async function main(argv: string[]): Promise<number> {
       return 2;
     }
     throw e;
+  }
+  if (command === 'keys') {
+    try {
+      return await keysCommand(config, positionals.slice(1), (line) => process.stdout.write(`${line}\n`));
+    } catch (e) {
+      process.stderr.write(`berth keys: ${(e as Error).message}\n`);
+      return 1;
+    }
   }
   let berth: Awaited<ReturnType<typeof start>>;
   try {

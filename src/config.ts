@@ -118,6 +118,26 @@ export const keys = {
     min: 1,
     doc: 'attempts per S3 request; throttling (SlowDown, 503) is retried with backoff and jitter',
   },
+  'encryption.enabled': {
+    type: 'boolean',
+    default: true,
+    doc: 'encrypt everything stored (per-object data keys, AES-256-GCM, wrapped by a KEK)',
+  },
+  'encryption.keyFile': {
+    type: 'string',
+    default: undefined,
+    doc: 'KEK file (default DATA/keys/kek.json, created 0600 on first start): back it up, losing it loses the data',
+  },
+  'encryption.keys': {
+    type: 'list',
+    default: [],
+    doc: 'KEKs inline as id:base64 (comma-separated; the last is current); replaces the key file',
+  },
+  'encryption.allowPlaintext': {
+    type: 'boolean',
+    default: false,
+    doc: 'migration: read objects stored before encryption was on (berth keys encrypt-plaintext rewrites them)',
+  },
   'registry.manifestMaxBytes': {
     type: 'number',
     default: 4 * 1024 * 1024,
@@ -176,6 +196,12 @@ export interface Config {
       readonly partSize: number;
       readonly maxAttempts: number;
     };
+  };
+  readonly encryption: {
+    readonly enabled: boolean;
+    readonly keyFile: string;
+    readonly keys: readonly string[];
+    readonly allowPlaintext: boolean;
   };
   readonly registry: {
     readonly manifestMaxBytes: number;
@@ -372,6 +398,12 @@ function build(v: Map<ConfigKey, unknown>): Config {
         partSize: get('storage.s3.partSize'),
         maxAttempts: get('storage.s3.maxAttempts'),
       },
+    },
+    encryption: {
+      enabled: get('encryption.enabled'),
+      keyFile: resolve(get<string | undefined>('encryption.keyFile') ?? resolve(data, 'keys', 'kek.json')),
+      keys: get('encryption.keys'),
+      allowPlaintext: get('encryption.allowPlaintext'),
     },
     registry: {
       manifestMaxBytes: get('registry.manifestMaxBytes'),

@@ -1,10 +1,25 @@
 // Composition root: config -> storage -> registry -> app -> server. The only wiring point.
+import { existsSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Config } from './config.ts';
+import { ConfigError } from './errors.ts';
 import { createApp, type RunningServer, startServer } from './http/index.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createRegistry } from './registry/index.ts';
-import { checked, createFsDriver, createMemoryDriver, type StorageDriver } from './storage/index.ts';
+import {
+  checked,
+  createFsDriver,
+  createKeyring,
+  createMemoryDriver,
+  encrypted,
+  type Keyring,
+  mutableKeyring,
+  newKek,
+  parseKeyList,
+  readKeyFile,
+  type StorageDriver,
+  writeKeyFile,
+} from './storage/index.ts';
 import { loadOrCreateTls, type TlsMaterial, trustInstructions, watchTls } from './tls.ts';
 
 export interface Berth {
@@ -14,16 +29,24 @@ export interface Berth {
   stop(): Promise<void>;
 }
 
-/** The configured driver, checked (and for S3, found reachable) before anything is served. */
-async function createStorage(
-  config: Config,
-  log: Logger,
-): Promise<{ storage: StorageDriver; sweep?: (before: Date) => Promise<number> }> {
+interface OpenedStorage {
+  /** What the registry uses: checked(encrypted(driver)) unless encryption is off. */
+  readonly storage: StorageDriver;
+  /** The encryption layer, for key administration; undefined when encryption is off. */
+  readonly encryption?: ReturnType<typeof encrypted>;
+  /** Aborts abandoned multipart uploads (S3 only). */
+  readonly sweep?: (before: Date) => Promise<number>;
+  /** Stops watching the key file. */
+  readonly close: () => void;
+}
+
+/** The configured driver, reached (for S3, its bucket checked) before anything is served. */
+async function rawDriver(config: Config, log: Logger) {
   switch (config.storage.driver) {
     case 'memory':
-      return { storage: checked(createMemoryDriver()) };
+      return { driver: createMemoryDriver() };
     case 'filesystem':
-      return { storage: checked(createFsDriver(config.storage.filesystem.root)) };
+      return { driver: createFsDriver(config.storage.filesystem.root) };
     case 's3': {
       // Loaded on demand: the AWS SDK is large, and only S3 deployments need it.
       const { createS3Driver } = await import('./storage/s3.ts');
@@ -33,13 +56,68 @@ async function createStorage(
         { bucket: config.storage.s3.bucket, endpoint: config.storage.s3.endpoint ?? 'AWS' },
         'S3 storage ready',
       );
-      return { storage: checked(s3), sweep: (before) => s3.sweepUploads(before) };
+      return { driver: s3, sweep: (before: Date) => s3.sweepUploads(before) };
     }
   }
 }
 
+/**
+ * The KEKs: inline from encryption.keys, else the key file, created (0600) with a fresh key on
+ * first start. A key file is re-read when it changes, so `berth keys rotate` run beside a
+ * serving berth takes effect without a restart.
+ */
+function loadKeys(config: Config, log: Logger): { ring: Keyring; close: () => void } {
+  const { keys, keyFile } = config.encryption;
+  if (keys.length > 0) {
+    try {
+      return { ring: parseKeyList(keys), close: () => {} };
+    } catch (e) {
+      throw new ConfigError('encryption.keys', (e as Error).message);
+    }
+  }
+  if (!existsSync(keyFile)) {
+    writeKeyFile(keyFile, createKeyring([newKek()]));
+    log.warn(
+      { keyFile },
+      'generated a new key-encryption key: back this file up (see README); without it the data cannot be read',
+    );
+  }
+  let ring: ReturnType<typeof mutableKeyring>;
+  try {
+    ring = mutableKeyring(readKeyFile(keyFile));
+  } catch (e) {
+    throw new ConfigError('encryption.keyFile', `cannot read ${keyFile}: ${(e as Error).message}`);
+  }
+  let seen = statSync(keyFile).mtimeMs;
+  const timer = setInterval(() => {
+    try {
+      const m = statSync(keyFile).mtimeMs;
+      if (m === seen) return;
+      seen = m;
+      ring.replace(readKeyFile(keyFile));
+      log.info({ keyFile, current: ring.current.id, keys: ring.ids() }, 'key file reloaded');
+    } catch (e) {
+      log.error({ err: (e as Error).message, keyFile }, 'key file not reloaded; keeping the keys in use');
+    }
+  }, 2000);
+  timer.unref();
+  return { ring, close: () => clearInterval(timer) };
+}
+
+export async function openStorage(config: Config, log: Logger): Promise<OpenedStorage> {
+  const { driver, sweep } = await rawDriver(config, log);
+  if (!config.encryption.enabled) {
+    log.warn('encryption at rest is off (encryption.enabled=false)');
+    return { storage: checked(driver), ...(sweep && { sweep }), close: () => {} };
+  }
+  const { ring, close } = loadKeys(config, log);
+  const layer = encrypted(driver, { keyring: ring, allowPlaintext: config.encryption.allowPlaintext });
+  return { storage: checked(layer), encryption: layer, ...(sweep && { sweep }), close };
+}
+
 export async function start(config: Config, log: Logger = createLogger(config.log.level)): Promise<Berth> {
-  const { storage, sweep } = await createStorage(config, log);
+  const opened = await openStorage(config, log);
+  const { storage, sweep } = opened;
   const registry = createRegistry(storage, {
     log: log.child({ module: 'registry' }),
     manifestMaxBytes: config.registry.manifestMaxBytes,
@@ -139,9 +217,124 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
         log.info({ timeoutSeconds: config.server.shutdownTimeoutSeconds }, 'shutting down');
         await server.close(config.server.shutdownTimeoutSeconds * 1000);
         await registry.close();
+        opened.close();
         log.info('stopped');
       })();
       return stopping;
     },
   };
+}
+
+/** `berth keys ...`: list, rotate, retire ID, encrypt-plaintext. Returns the exit code. */
+export async function keysCommand(
+  config: Config,
+  args: readonly string[],
+  out: (line: string) => void,
+): Promise<number> {
+  const log = createLogger('warn');
+  if (!config.encryption.enabled) {
+    out('encryption is off (encryption.enabled=false): there are no keys to manage');
+    return 2;
+  }
+  const fromFile = config.encryption.keys.length === 0;
+  const [sub, arg] = args;
+  const opened = await openStorage(config, log);
+  try {
+    const layer = opened.encryption!;
+    switch (sub) {
+      case 'list': {
+        const ring = fromFile ? readKeyFile(config.encryption.keyFile) : parseKeyList(config.encryption.keys);
+        const used = await layer.keysInUse();
+        for (const id of ring.ids()) {
+          out(`${id}${id === ring.current.id ? '  (current)' : ''}  used by ${used[id] ?? 0} objects`);
+        }
+        for (const [id, n] of Object.entries(used))
+          if (!ring.get(id)) out(`${id}  MISSING from the keyring, used by ${n} objects`);
+        return 0;
+      }
+      case 'rotate': {
+        if (!fromFile) {
+          out(
+            'keys come from encryption.keys: add a new id:base64 key at its end, restart, then run berth keys rewrap',
+          );
+          return 2;
+        }
+        const old = readKeyFile(config.encryption.keyFile);
+        const next = newKek();
+        writeKeyFile(
+          config.encryption.keyFile,
+          createKeyring([...old.ids().map((id) => old.get(id)!), next], next.id),
+        );
+        out(`added key ${next.id} as current; a running berth picks it up within seconds`);
+        (opened as { close: () => void }).close();
+        return rewrap(config, log, out);
+      }
+      case 'rewrap':
+        return rewrap(config, log, out);
+      case 'retire': {
+        if (!arg) {
+          out('usage: berth keys retire KEY_ID');
+          return 2;
+        }
+        if (!fromFile) {
+          out('keys come from encryption.keys: remove the key there');
+          return 2;
+        }
+        const ring = readKeyFile(config.encryption.keyFile);
+        if (!ring.get(arg)) {
+          out(`no key ${arg} in ${config.encryption.keyFile}`);
+          return 2;
+        }
+        if (ring.current.id === arg) {
+          out(`${arg} is the current key: rotate first`);
+          return 2;
+        }
+        const used = (await layer.keysInUse())[arg] ?? 0;
+        if (used > 0) {
+          out(`${arg} still wraps ${used} data keys: run berth keys rewrap, then retire it`);
+          return 1;
+        }
+        const rest = ring.ids().filter((id) => id !== arg);
+        writeKeyFile(
+          config.encryption.keyFile,
+          createKeyring(
+            rest.map((id) => ring.get(id)!),
+            ring.current.id,
+          ),
+        );
+        out(`retired ${arg}`);
+        return 0;
+      }
+      case 'encrypt-plaintext': {
+        const migrating = await openStorage(
+          { ...config, encryption: { ...config.encryption, allowPlaintext: true } },
+          log,
+        );
+        try {
+          out(`encrypted ${await migrating.encryption!.encryptPlaintext()} plaintext objects`);
+        } finally {
+          migrating.close();
+        }
+        return 0;
+      }
+      default:
+        out('usage: berth keys list | rotate | rewrap | retire KEY_ID | encrypt-plaintext');
+        return 2;
+    }
+  } finally {
+    opened.close();
+  }
+}
+
+async function rewrap(config: Config, log: Logger, out: (line: string) => void): Promise<number> {
+  const opened = await openStorage(config, log);
+  try {
+    const { rewrapped, byKey } = await opened.encryption!.rewrapAll();
+    out(
+      `re-wrapped ${rewrapped} data keys under the current key (content untouched); before: ${JSON.stringify(byKey)}`,
+    );
+    return 0;
+  } finally {
+    opened.close();
+  }
 }

@@ -5,6 +5,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import {
   CreateBucketCommand,
   CreateMultipartUploadCommand,
+  GetObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
   S3Client,
@@ -15,6 +16,7 @@ import { createS3Driver, type S3Options } from '../src/storage/s3.ts';
 import { describeDriver } from './storage/driver-suite.ts';
 import { type RunningBerth, startBerth } from './support/berth.ts';
 import { containerTools } from './support/containers.ts';
+import { httpsClient } from './support/https.ts';
 import { type Rgw, startRgw } from './support/rgw.ts';
 
 let rgw: Rgw;
@@ -147,6 +149,25 @@ describe('the registry on RGW', () => {
     await berth?.stop();
   });
 
+  it('stores no plaintext in the bucket (encryption is on by default)', async () => {
+    const call = httpsClient(berth.url, berth.caPath);
+    const marker = Buffer.from('RGW-PLAINTEXT-MARKER '.repeat(10_000));
+    const digest = `sha256:${createHash('sha256').update(marker).digest('hex')}`;
+    expect(
+      (await call(`/v2/scan/me/blobs/uploads/?digest=${digest}`, { method: 'POST', body: marker })).status,
+    ).toBe(201);
+    expect((await call(`/v2/scan/me/blobs/${digest}`)).body.equals(marker)).toBe(true);
+    let scanned = 0;
+    for (const k of await contents(bucket)) {
+      if (k.startsWith('multipart upload')) continue;
+      const o = await admin.send(new GetObjectCommand({ Bucket: bucket, Key: k }));
+      const raw = Buffer.from(await o.Body!.transformToByteArray());
+      expect(raw.includes('RGW-PLAINTEXT-MARKER'), k).toBe(false);
+      scanned++;
+    }
+    expect(scanned).toBeGreaterThan(3);
+  });
+
   it('stops at start, naming the problem, when the bucket does not exist', async () => {
     await expect(
       startBerth({ env: { ...s3env(), BERTH_STORAGE_S3_BUCKET: 'missing-bucket' } }),
@@ -180,6 +201,7 @@ describe('the registry on RGW', () => {
       const keys = await contents(bucket);
       expect(keys.some((k) => k.startsWith('registry/blobs/sha256/'))).toBe(true);
       expect(keys).toContain('registry/repositories/s3/copy/_manifests/tags/1/current/link');
+      expect(keys.some((k) => k.startsWith('registry/.objects/'))).toBe(true);
       expect(keys.filter((k) => k.startsWith('multipart upload'))).toEqual([]);
     } finally {
       await t.cleanup();

@@ -195,4 +195,25 @@ describe('encryption at rest', () => {
     await resumed.commit();
     expect((await onlyNew.stat('/pending/data')).size).toBe(3000);
   });
+
+  it('reads legacy plaintext only when allowed, and migrates it', async () => {
+    const plain = createFsDriver(root);
+    const big = randomBytes(2 * 1024 * 1024);
+    await plain.putContent('/blobs/old', big);
+    await plain.putContent('/link', Buffer.from('sha256:abc'));
+    await expect(make().getContent('/link')).rejects.toThrow(/not an encrypted object/);
+    const ring = createKeyring([kek]);
+    const migrating = encrypted(createFsDriver(root), {
+      keyring: ring,
+      segmentBytes: 1024,
+      allowPlaintext: true,
+    });
+    expect(Buffer.from(await migrating.getContent('/link')).toString()).toBe('sha256:abc');
+    expect((await migrating.stat('/blobs/old')).size).toBe(big.length);
+    expect(await migrating.keysInUse()).toEqual({ plaintext: 2 });
+    expect(await migrating.encryptPlaintext()).toBe(2);
+    expect(await migrating.keysInUse()).toEqual({ [kek.id]: 2 });
+    expect(readFileSync(join(root, 'link')).includes('sha256:abc')).toBe(false);
+    expect(sha(await make().getContent('/blobs/old'))).toBe(sha(big));
+  });
 });

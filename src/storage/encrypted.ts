@@ -53,7 +53,12 @@ interface Sealed {
   readonly seg: number;
   /** Inline segments, or undefined when the content lives in /.objects/<oid>. */
   readonly data: Buffer | undefined;
+  /** A legacy plaintext object (read only with allowPlaintext; never written). */
+  readonly plain?: true;
 }
+
+/** Records are small (inline content is under one segment); anything larger is not a record. */
+const maxRecordBytes = 1024 * 1024;
 
 interface PendingJson {
   readonly kid: string;
@@ -113,6 +118,12 @@ export interface EncryptedOptions {
   readonly keyring: Keyring;
   /** Plaintext bytes per sealed segment; content smaller than one segment is stored inline. */
   readonly segmentBytes?: number;
+  /**
+   * Migration from unencrypted storage: objects without an encryption record are read as
+   * plaintext instead of refused. New writes are always encrypted; encryptPlaintext() rewrites
+   * the old objects.
+   */
+  readonly allowPlaintext?: boolean;
 }
 
 export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
@@ -180,10 +191,33 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
     };
   }
 
+  const plainRecord = (size: number): Sealed => ({
+    kid: '',
+    dek: Buffer.alloc(0),
+    oid: Buffer.alloc(0),
+    size,
+    seg,
+    data: undefined,
+    plain: true,
+  });
+
   async function record(path: string): Promise<Sealed> {
     const hit = cache.get(path);
     if (hit) return hit;
-    const s = decodeRecord(path, await inner.getContent(path));
+    let s: Sealed;
+    if (opts.allowPlaintext) {
+      const info = await inner.stat(path);
+      if (info.isDir) throw new PathNotFoundError(name, path);
+      if (info.size > maxRecordBytes) s = plainRecord(info.size);
+      else {
+        const raw = await inner.getContent(path);
+        s = Buffer.from(raw).subarray(0, magic.length).equals(magic)
+          ? decodeRecord(path, raw)
+          : plainRecord(raw.byteLength);
+      }
+    } else {
+      s = decodeRecord(path, await inner.getContent(path));
+    }
     remember(path, s);
     return s;
   }
@@ -207,8 +241,9 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
       const previous = await recordIfAny(path).catch(() => undefined);
       await inner.putContent(path, encodeRecord(path, s));
       remember(path, s);
-      if (previous && previous.data === undefined && !previous.oid.equals(s.oid))
+      if (previous && !previous.plain && previous.data === undefined && !previous.oid.equals(s.oid)) {
         await dropObject(previous.oid);
+      }
     });
     const settled = run.catch(() => {});
     publishing.set(path, settled);
@@ -220,6 +255,8 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
   }
 
   async function dropObject(oid: Buffer): Promise<void> {
+    if (oid.length !== 16)
+      throw new StorageError(name, objectPath(oid), 'refusing to drop a malformed object id');
     try {
       await inner.delete(objectPath(oid));
     } catch (e) {
@@ -236,6 +273,7 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
     sink: ChunkSink,
   ): Promise<void> {
     if (offset + length > s.size) throw new InvalidOffsetError(name, path, offset + length);
+    if (s.plain) return inner.copyTo(path, offset, length, sink);
     if (length === 0) return;
     const last = finalIndex(s.size, s.seg);
     const first = Math.floor(offset / s.seg);
@@ -319,8 +357,10 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
   const driver: StorageDriver & {
     /** Re-wraps every data key (records and pending writes) under the current KEK; content untouched. */
     rewrapAll(): Promise<{ rewrapped: number; byKey: Record<string, number> }>;
-    /** Which KEK ids records still use. */
+    /** Which KEK ids records still use ('plaintext' for legacy objects). */
     keysInUse(): Promise<Record<string, number>>;
+    /** Rewrites every legacy plaintext object encrypted (the migration). Returns how many. */
+    encryptPlaintext(): Promise<number>;
   } = {
     name: `encrypted(${inner.name})`,
 
@@ -504,6 +544,12 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
 
     async move(source, dest) {
       const s = await record(source);
+      if (s.plain) {
+        await inner.move(source, dest);
+        cache.delete(source);
+        cache.delete(dest);
+        return;
+      }
       await publish(dest, s); // re-wrapped for dest by encodeRecord
       await inner.delete(source);
       cache.delete(source);
@@ -516,7 +562,7 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
       else files.push(path);
       for (const f of files) {
         const s = await recordIfAny(f).catch(() => undefined);
-        if (s && s.data === undefined) await dropObject(s.oid);
+        if (s && !s.plain && s.data === undefined) await dropObject(s.oid);
       }
       // Pending writes below the path hold objects too.
       const pendings: string[] = [];
@@ -541,12 +587,9 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
     async keysInUse() {
       const counts: Record<string, number> = {};
       for await (const f of filesBelow('/')) {
-        const j = JSON.parse(
-          Buffer.from(await inner.getContent(f))
-            .subarray(magic.length)
-            .toString('utf8'),
-        ) as RecordJson;
-        counts[j.kid] = (counts[j.kid] ?? 0) + 1;
+        const s = await record(f);
+        const k = s.plain ? 'plaintext' : s.kid;
+        counts[k] = (counts[k] ?? 0) + 1;
       }
       for (const p of await pendingRecords()) {
         const j = JSON.parse(Buffer.from(await inner.getContent(p)).toString('utf8')) as PendingJson;
@@ -555,11 +598,29 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
       return counts;
     },
 
+    async encryptPlaintext() {
+      let n = 0;
+      for await (const f of filesBelow('/')) {
+        if (!(await record(f)).plain) continue;
+        const w = await driver.writer(f);
+        try {
+          for await (const chunk of await inner.reader(f)) await w.write(chunk as Uint8Array);
+        } catch (e) {
+          await w.cancel();
+          throw e;
+        }
+        await w.commit();
+        n++;
+      }
+      return n;
+    },
+
     async rewrapAll() {
       let rewrapped = 0;
       const byKey: Record<string, number> = {};
       for await (const f of filesBelow('/')) {
         const s = await record(f);
+        if (s.plain) continue;
         byKey[s.kid] = (byKey[s.kid] ?? 0) + 1;
         if (s.kid === ring.current.id) continue;
         const moved: Sealed = { ...s, kid: ring.current.id };

@@ -10,5 +10,16 @@ export {
   type StorageDriver,
   StorageError,
 } from './driver.ts';
+export { encrypted } from './encrypted.ts';
 export { createFsDriver } from './fs.ts';
+export {
+  createKeyring,
+  type Kek,
+  type Keyring,
+  mutableKeyring,
+  newKek,
+  parseKeyList,
+  readKeyFile,
+  writeKeyFile,
+} from './keyring.ts';
 export { createMemoryDriver } from './memory.ts';

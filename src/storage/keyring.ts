@@ -36,6 +36,21 @@ export function createKeyring(keys: readonly Kek[], currentId?: string): Keyring
   return { current, get: (id) => byId.get(id), ids: () => [...byId.keys()] };
 }
 
+/** A keyring whose contents can be swapped while drivers hold it (a reloaded key file). */
+export function mutableKeyring(initial: Keyring): Keyring & { replace(next: Keyring): void } {
+  let ring = initial;
+  return {
+    get current() {
+      return ring.current;
+    },
+    get: (id) => ring.get(id),
+    ids: () => ring.ids(),
+    replace(next) {
+      ring = next;
+    },
+  };
+}
+
 export function newKek(): Kek {
   const stamp = new Date().toISOString().slice(0, 10).replaceAll('-', '');
   return { id: `k${stamp}-${randomBytes(4).toString('hex')}`, key: randomBytes(32) };
