@@ -3,7 +3,8 @@
 // the KEK while berth keeps serving, and retiring the old one.
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningBerth, startBerth } from '../support/berth.ts';
@@ -119,5 +120,47 @@ describe('encryption at rest, on by default', () => {
     expect(after.out).not.toContain(oldId);
     await pullAll('secret/app');
     await pullAll('after/rotation');
+  });
+});
+
+describe('key rotation under load', () => {
+  it('loses nothing pushed while the KEK rotates, re-wraps and retires, across a restart', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'berth-rotate-'));
+    let server = await startBerth({ dataDir });
+    try {
+      let c = httpsClient(server.url, server.caPath);
+      const oldId = /^(\S+)\s+\(current\)/m.exec((await keys(dataDir, 'list')).out)![1]!;
+      const blobs = Array.from({ length: 60 }, (_, i) =>
+        Buffer.concat([Buffer.from(`blob ${i} `), randomBytes(64 * 1024 + i)]),
+      );
+      let next = 0;
+      const pushers = Array.from({ length: 4 }, async () => {
+        while (next < blobs.length) {
+          const b = blobs[next++]!;
+          const r = await c(`/v2/load/test/blobs/uploads/?digest=${sha256(b)}`, { method: 'POST', body: b });
+          expect(r.status).toBe(201);
+        }
+      });
+      await new Promise((r) => setTimeout(r, 200));
+      const rotation = keys(dataDir, 'rotate');
+      await Promise.all([...pushers, rotation]);
+      expect((await rotation).code).toBe(0);
+      // Objects written before the server saw the new key still use the old one: rewrap them.
+      await new Promise((r) => setTimeout(r, 2500));
+      expect((await keys(dataDir, 'rewrap')).code).toBe(0);
+      const retired = await keys(dataDir, 'retire', oldId);
+      expect(retired.out).toContain(`retired ${oldId}`);
+      await server.stop();
+      server = await startBerth({ dataDir });
+      c = httpsClient(server.url, server.caPath);
+      for (const b of blobs) {
+        const r = await c(`/v2/load/test/blobs/${sha256(b)}`);
+        expect(r.status).toBe(200);
+        expect(r.body.equals(b)).toBe(true);
+      }
+    } finally {
+      await server.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });
