@@ -1,12 +1,18 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { configReference, envName, keys, loadConfig, parseHostPort } from './config.ts';
 import { ConfigError } from './errors.ts';
 
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
 function file(content: unknown): string {
   const dir = mkdtempSync(join(tmpdir(), 'berth-config-'));
+  dirs.push(dir);
   const p = join(dir, 'berth.json');
   writeFileSync(p, typeof content === 'string' ? content : JSON.stringify(content));
   return p;
