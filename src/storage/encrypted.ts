@@ -101,7 +101,9 @@ function open(dek: Buffer, oid: Buffer, i: number, final: boolean, sealed: Buffe
     const d = createDecipheriv('aes-256-gcm', dek, nonceFor(i));
     d.setAAD(aadFor(oid, i, final));
     d.setAuthTag(sealed.subarray(sealed.length - tagBytes));
-    return Buffer.concat([d.update(sealed.subarray(0, sealed.length - tagBytes)), d.final()]);
+    const plain = d.update(sealed.subarray(0, sealed.length - tagBytes));
+    d.final(); // GCM yields nothing more here; it verifies the tag, throwing if it does not match
+    return plain;
   } catch (e) {
     throw new StorageError(name, path, `segment ${i} failed authentication: the stored data was altered`, {
       cause: e,
@@ -282,7 +284,7 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
     const from = first * stride;
     const to = Math.min((end + 1) * stride, sealedSize(s.size, s.seg));
     let index = first;
-    let pending = Buffer.allocUnsafe(Math.min(stride, to - from));
+    const pending = Buffer.allocUnsafe(Math.min(stride, to - from));
     let filled = 0;
     const emit = async (sealedSeg: Buffer) => {
       const plain = open(s.dek, s.oid, index, index === last, sealedSeg, path);
@@ -302,8 +304,8 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
         filled += n;
         off += n;
         if (filled === segLength(index)) {
+          // emit() decrypts into a fresh buffer, so `pending` is free again once it returns.
           const full = pending.subarray(0, filled);
-          pending = Buffer.allocUnsafe(stride);
           filled = 0;
           await emit(full);
         }
