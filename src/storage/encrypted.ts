@@ -298,7 +298,14 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
     const take: ChunkSink = async (chunk) => {
       let off = 0;
       while (off < chunk.byteLength) {
-        const want = segLength(index) - filled;
+        const whole = segLength(index);
+        if (filled === 0 && chunk.byteLength - off >= whole) {
+          // A whole segment inside the chunk: open it in place (the chunk stays ours until we return).
+          await emit(Buffer.from(chunk.buffer, chunk.byteOffset + off, whole));
+          off += whole;
+          continue;
+        }
+        const want = whole - filled;
         const n = Math.min(want, chunk.byteLength - off);
         pending.set(chunk.subarray(off, off + n), filled);
         filled += n;
@@ -477,13 +484,15 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
         check();
         done = true;
       };
-      const flushFull = async () => {
-        while (tail.length >= seg) {
-          object ??= await inner.writer(objectPath(oid));
-          await object.write(seal(dek, oid, segments, false, tail.subarray(0, seg)));
-          segments++;
-          tail = tail.subarray(seg);
-        }
+      /** Seals one full, non-final segment and hands it to the content writer. */
+      const sealOut = async (plain: Buffer) => {
+        object ??= await inner.writer(objectPath(oid));
+        const c = createCipheriv('aes-256-gcm', dek, nonceFor(segments));
+        c.setAAD(aadFor(oid, segments, false));
+        await object.write(c.update(plain));
+        c.final();
+        await object.write(c.getAuthTag());
+        segments++;
       };
       const w: FileWriter = {
         get size() {
@@ -491,8 +500,22 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
         },
         async write(chunk) {
           check();
-          tail = tail.length === 0 ? Buffer.from(chunk) : Buffer.concat([tail, chunk]);
-          if (tail.length >= seg) await flushFull();
+          let input = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+          if (tail.length > 0) {
+            // Complete the pending segment first, then seal whole segments straight from input.
+            const need = seg - tail.length;
+            tail = Buffer.concat([tail, input.subarray(0, need)]);
+            input = input.subarray(Math.min(need, input.length));
+            if (tail.length < seg) return;
+            await sealOut(tail);
+            tail = Buffer.alloc(0);
+          }
+          while (input.length >= seg) {
+            await sealOut(input.subarray(0, seg));
+            input = input.subarray(seg);
+          }
+          // The caller may reuse its chunk once we return: keep a copy of the remainder only.
+          if (input.length > 0) tail = Buffer.from(input);
         },
         async commit() {
           finish();

@@ -57,7 +57,17 @@ export async function startBerth(
           nl = buffered.indexOf('\n');
         }
       });
-      child.stderr!.on('data', (d: Buffer) => lines.push(d.toString()));
+      child.stderr!.on('data', (d: Buffer) => {
+        const text = d.toString();
+        lines.push(text);
+        // With log.level above info the 'listening' line is not logged; the trust notice on
+        // stderr names the address too.
+        const m = /berth is serving (https:\/\/([\d.]+:\d+))/.exec(text);
+        if (m) {
+          clearTimeout(timer);
+          resolveListening({ address: m[2]!, url: m[1]!, caPath: join(dataDir, 'tls', 'ca.crt') });
+        }
+      });
       child.once('exit', (code) => {
         clearTimeout(timer);
         reject(new Error(`berth exited with ${code} before listening:\n${lines.join('\n')}`));

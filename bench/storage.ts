@@ -1,0 +1,258 @@
+// The storage benchmark (issue 3): push and pull MB/s through berth on the filesystem in
+// plaintext and encrypted, berth on Ceph RGW encrypted, and CNCF Distribution 2.8.2 with its s3
+// driver on the same RGW, in one run, all over HTTPS on 127.0.0.1.
+//
+//   npm run bench:storage            writes bench/STORAGE-RESULTS.md
+//   npm run bench:storage -- --quick a short smoke run (nothing written)
+//
+// Targets: encryption costs at most 15% of berth's own pull throughput on the filesystem; berth
+// on RGW (encrypted) at least 1.0x Distribution on RGW (plaintext). Every pushed digest is
+// checked by the server, every pulled body hashed by the client.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:https';
+import { createServer } from 'node:net';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { startBerth } from '../test/support/berth.ts';
+import { startRgw } from '../test/support/rgw.ts';
+import { type Client, client, expectStatus } from './client.ts';
+
+const { values: flags } = parseArgs({ options: { quick: { type: 'boolean', default: false } } });
+const MiB = 1024 * 1024;
+const quick = flags.quick;
+
+interface Server {
+  readonly label: string;
+  readonly base: string;
+  readonly caPath: string;
+  stop(): Promise<void>;
+}
+
+interface Blob {
+  readonly bytes: Buffer;
+  readonly digest: string;
+}
+
+function blobs(size: number, count: number): Blob[] {
+  const seed = randomBytes(size);
+  return Array.from({ length: count }, (_, i) => {
+    const bytes = Buffer.from(seed);
+    bytes.writeUInt32BE(i, 0);
+    bytes.writeUInt32BE((Math.random() * 2 ** 32) >>> 0, 4);
+    return { bytes, digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}` };
+  });
+}
+
+async function pool(count: number, concurrency: number, task: (i: number) => Promise<void>) {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, count) }, async () => {
+      while (next < count) await task(next++);
+    }),
+  );
+}
+
+/** docker's way: POST, one PATCH with the whole body, PUT ?digest=. */
+async function push(c: Client, repo: string, b: Blob) {
+  const post = await c.call('POST', `/v2/${repo}/blobs/uploads/`);
+  expectStatus(post, 202, 'POST');
+  const patch = await c.call('PATCH', String(post.headers.location), { body: b.bytes });
+  expectStatus(patch, 202, 'PATCH');
+  const loc = new URL(String(patch.headers.location), 'https://x');
+  loc.searchParams.set('digest', b.digest);
+  expectStatus(await c.call('PUT', loc.pathname + loc.search), 201, 'PUT');
+}
+
+async function pull(c: Client, repo: string, b: Blob) {
+  const r = await c.call('GET', `/v2/${repo}/blobs/${b.digest}`, { hash: true });
+  expectStatus(r, 200, 'GET');
+  if (r.digest !== b.digest) throw new Error(`pulled ${r.digest}, pushed ${b.digest}`);
+}
+
+async function measure(s: Server, size: number, count: number, conc: number) {
+  const c = client(s.base, s.caPath, conc);
+  const data = blobs(size, count);
+  const repo = `bench/${randomUUID().slice(0, 8)}`;
+  await pool(conc, conc, (i) => push(c, `${repo}-warm`, data[i]!));
+  let t = performance.now();
+  await pool(count, conc, (i) => push(c, repo, data[i]!));
+  const pushMbps = (size * count) / MiB / ((performance.now() - t) / 1000);
+  t = performance.now();
+  await pool(count, conc, (i) => pull(c, repo, data[i]!));
+  const pullMbps = (size * count) / MiB / ((performance.now() - t) / 1000);
+  c.close();
+  return { push: pushMbps, pull: pullMbps };
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => res(port));
+    });
+  });
+}
+
+async function startDistributionOnS3(
+  rgw: { endpoint: string; accessKeyId: string; secretAccessKey: string },
+  bucket: string,
+  tls: { cert: string; key: string; ca: string },
+): Promise<Server> {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-bench-dist-s3-'));
+  const port = await freePort();
+  const config = join(dir, 'config.yml');
+  writeFileSync(
+    config,
+    [
+      'version: 0.1',
+      'log: {level: error, accesslog: {disabled: true}}',
+      'storage:',
+      '  s3:',
+      `    accesskey: ${rgw.accessKeyId}`,
+      `    secretkey: ${rgw.secretAccessKey}`,
+      '    region: us-east-1',
+      `    regionendpoint: ${rgw.endpoint}`,
+      `    bucket: ${bucket}`,
+      '    secure: false',
+      '    v4auth: true',
+      '    chunksize: 16777216',
+      '  delete: {enabled: true}',
+      '  redirect: {disable: true}',
+      `http: {addr: "127.0.0.1:${port}", tls: {certificate: ${tls.cert}, key: ${tls.key}}}`,
+      '',
+    ].join('\n'),
+  );
+  const env = { ...process.env };
+  delete env.AWS_CA_BUNDLE; // Distribution 2.8.2's s3 driver panics on start with it set
+  const child: ChildProcess = spawn('docker-registry', ['serve', config], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const base = `https://127.0.0.1:${port}`;
+  const ca = readFileSync(tls.ca);
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`docker-registry exited ${child.exitCode}:\n${out}`);
+    const ok = await new Promise<boolean>((r) => {
+      const req = request(`${base}/v2/`, { ca, agent: false }, (res) => {
+        res.resume();
+        r(res.statusCode === 200);
+      });
+      req.on('error', () => r(false));
+      req.end();
+    });
+    if (ok) break;
+    if (Date.now() > deadline) throw new Error(`docker-registry on s3 did not answer:\n${out}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return {
+    label: 'Distribution 2.8.2, s3 driver on RGW, plaintext',
+    base,
+    caPath: tls.ca,
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await exited;
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function main() {
+  const size = 16 * MiB;
+  const count = quick ? 8 : 32;
+  const conc = 4;
+  const rgw = await startRgw();
+  const stops: (() => Promise<void>)[] = [() => rgw.stop()];
+  const rows: { label: string; push: number; pull: number }[] = [];
+  try {
+    const admin = new S3Client({
+      endpoint: rgw.endpoint,
+      region: rgw.region,
+      forcePathStyle: true,
+      credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+    });
+    for (const b of ['berth-bench', 'dist-bench']) await admin.send(new CreateBucketCommand({ Bucket: b }));
+    admin.destroy();
+
+    const variants: [string, Record<string, string>][] = [
+      ['berth, filesystem, plaintext', { BERTH_ENCRYPTION_ENABLED: 'false' }],
+      ['berth, filesystem, encrypted', {}],
+      [
+        'berth, s3 driver on RGW, encrypted',
+        {
+          BERTH_STORAGE_DRIVER: 's3',
+          BERTH_STORAGE_S3_ENDPOINT: rgw.endpoint,
+          BERTH_STORAGE_S3_BUCKET: 'berth-bench',
+          BERTH_STORAGE_S3_ACCESS_KEY_ID: rgw.accessKeyId,
+          BERTH_STORAGE_S3_SECRET_ACCESS_KEY: rgw.secretAccessKey,
+        },
+      ],
+    ];
+    let tls: { cert: string; key: string; ca: string } | undefined;
+    let keep: { dataDir: string; stop: () => Promise<void> } | undefined;
+    for (const [label, env] of variants) {
+      const b = await startBerth({ env: { BERTH_LOG_LEVEL: 'warn', ...env } });
+      if (!tls) {
+        tls = {
+          cert: join(b.dataDir, 'tls', 'server.crt'),
+          key: join(b.dataDir, 'tls', 'server.key'),
+          ca: b.caPath,
+        };
+      }
+      const s: Server = { label, base: b.url, caPath: b.caPath, stop: () => b.stop() };
+      rows.push({ label, ...(await measure(s, size, count, conc)) });
+      process.stderr.write(
+        `${label}: push ${rows.at(-1)!.push.toFixed(0)}, pull ${rows.at(-1)!.pull.toFixed(0)} MiB/s\n`,
+      );
+      // The first berth's certificate also serves Distribution; keep that data dir until the end.
+      if (!keep) keep = { dataDir: b.dataDir, stop: s.stop };
+      else await s.stop();
+    }
+    stops.push(() => keep!.stop());
+    const dist = await startDistributionOnS3(rgw, 'dist-bench', tls!);
+    stops.push(() => dist.stop());
+    rows.push({ label: dist.label, ...(await measure(dist, size, count, conc)) });
+    process.stderr.write(
+      `${dist.label}: push ${rows.at(-1)!.push.toFixed(0)}, pull ${rows.at(-1)!.pull.toFixed(0)} MiB/s\n`,
+    );
+  } finally {
+    for (const stop of stops.reverse()) await stop().catch(() => {});
+  }
+
+  const [plain, enc, rgwEnc, dist] = rows;
+  const encCost = 1 - enc!.pull / plain!.pull;
+  const lines = [
+    '# Storage benchmark results',
+    '',
+    `Command: \`npm run bench:storage${quick ? ' -- --quick' : ''}\` (bench/storage.ts), ${new Date().toISOString()}.`,
+    `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}.`,
+    `${count} blobs of 16 MiB pushed (POST, PATCH, PUT) then pulled (hashed) at concurrency ${conc}, over HTTPS on 127.0.0.1;`,
+    'RGW is a one-node Ceph cluster (memstore OSD) started by the harness on the same 2 cores.',
+    '',
+    '| variant | push MiB/s | pull MiB/s |',
+    '| --- | ---: | ---: |',
+    ...rows.map((r) => `| ${r.label} | ${r.push.toFixed(0)} | ${r.pull.toFixed(0)} |`),
+    '',
+    `Encryption cost on berth's filesystem pull: ${(encCost * 100).toFixed(1)}% (target at most 15%: ${encCost <= 0.15 ? 'met' : 'missed'}).`,
+    `berth on RGW (encrypted) vs Distribution on RGW: push ${(rgwEnc!.push / dist!.push).toFixed(2)}x, pull ${(rgwEnc!.pull / dist!.pull).toFixed(2)}x (target at least 1.0x: ${rgwEnc!.push >= dist!.push && rgwEnc!.pull >= dist!.pull ? 'met' : 'missed'}).`,
+    '',
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+  if (!quick) writeFileSync(resolve(import.meta.dirname, 'STORAGE-RESULTS.md'), lines.join('\n'));
+}
+
+await main();
