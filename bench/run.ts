@@ -1,350 +1,380 @@
 // The benchmark: berth beside CNCF Distribution 2.8.2, in one run, over HTTPS on this machine.
 //
-//   npm run bench                 full run, writes bench/RESULTS.md
-//   npm run bench -- --quick      a short smoke run (not written to RESULTS.md)
+//   npm run bench                                  full run; writes bench/RESULTS.md
+//   npm run bench -- --quick                       short smoke run (RESULTS.md untouched)
+//   npm run bench -- --only distribution           one registry only (no ratios)
+//   npm run bench -- --berth-url https://127.0.0.1:5000 --ca data/tls/ca.crt
+//                                                  bench a berth that is already running
+//   more: --reps N (repetitions per case), --pull-rounds N (pull repetitions per case),
+//         --seconds S (per requests/s measurement),
+//         --budget-mib M (bytes per throughput case), --cases throughput,chunked,requests (a subset),
+//         --berth-env BERTH_KEY=VALUE (repeatable: config for the berth the harness starts, e.g.
+//         --berth-env BERTH_ENCRYPTION_ENABLED=false)
 //
-// Every response is checked (status; digests of pushed and pulled bytes). Targets (issue 2):
-// push >= 1.0x Distribution, pull >= 0.95x, manifest GET and blob HEAD >= 2x requests/s with
-// p99 no worse.
-import { createHash, randomBytes } from 'node:crypto';
+// Cases: docker-style push and verified pull of 1 MiB and 16 MiB blobs at concurrency 4 and 16,
+// chunked push, manifest GET by tag and blob HEAD at concurrency 32. Every response is checked
+// (status; digests of pushed and pulled bytes). Targets (issue 2), as ratios berth/Distribution:
+// push >= 1.0x, pull >= 0.95x, manifest GET and blob HEAD >= 2x requests/s with p99 no worse.
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { type Client, client, expectStatus } from './client.ts';
-import { distributionVersion, startBerthTarget, startDistribution, type Target } from './targets.ts';
+import { client } from './client.ts';
+import { machine, markdown, type Row, verdict } from './report.ts';
+import {
+  distributionVersion,
+  externalBerth,
+  startBerth,
+  startDistribution,
+  type Target,
+  type TargetName,
+} from './targets.ts';
+import {
+  blobSet,
+  getManifest,
+  headBlob,
+  type Latency,
+  MiB,
+  pool,
+  pull,
+  pushChunked,
+  pushDockerStyle,
+  pushSmallImage,
+  rate,
+  type SmallImage,
+  type Throughput,
+  timed,
+} from './workloads.ts';
 
-const { values: flags } = parseArgs({ options: { quick: { type: 'boolean', default: false } } });
-const quick = flags.quick;
-const MiB = 1024 * 1024;
+const usage = `usage: node bench/run.ts [--quick] [--only berth|distribution] [--berth-url URL --ca FILE]
+                         [--reps N] [--pull-rounds N] [--seconds S] [--budget-mib M] [--cases throughput,chunked,requests]
+                         [--berth-env BERTH_KEY=VALUE ...]`;
 
-interface Blob {
-  readonly bytes: Buffer;
-  readonly digest: string;
-}
+const CASES = ['throughput', 'chunked', 'requests'] as const;
+type Case = (typeof CASES)[number];
 
-/** Distinct blobs (a counter up front) over one random buffer, digests computed before timing. */
-function makeBlobs(size: number, count: number, seed: Buffer): Blob[] {
-  return Array.from({ length: count }, (_, i) => {
-    const bytes = Buffer.allocUnsafe(size);
-    seed.copy(bytes, 0, 0, size);
-    bytes.writeUInt32BE(i, 0);
-    bytes.writeUInt32BE((Math.random() * 2 ** 32) >>> 0, 4);
-    return { bytes, digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}` };
+function options() {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      only: { type: 'string' },
+      'berth-url': { type: 'string' },
+      ca: { type: 'string' },
+      reps: { type: 'string' },
+      'pull-rounds': { type: 'string' },
+      seconds: { type: 'string' },
+      'budget-mib': { type: 'string' },
+      cases: { type: 'string' },
+      'berth-env': { type: 'string', multiple: true },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
   });
-}
-
-/** Runs `task(i)` for i in [0, count) with at most `concurrency` in flight. */
-async function pool(count: number, concurrency: number, task: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(concurrency, count) }, async () => {
-      while (next < count) await task(next++);
-    }),
-  );
-}
-
-async function pushDockerStyle(c: Client, repo: string, b: Blob): Promise<void> {
-  const post = await c.call('POST', `/v2/${repo}/blobs/uploads/`);
-  expectStatus(post, 202, 'POST upload');
-  const patch = await c.call('PATCH', String(post.headers.location), {
-    body: b.bytes,
-    headers: { 'Content-Type': 'application/octet-stream' },
-  });
-  expectStatus(patch, 202, 'PATCH');
-  const loc = new URL(String(patch.headers.location), 'https://x');
-  loc.searchParams.set('digest', b.digest);
-  const put = await c.call('PUT', loc.pathname + loc.search);
-  expectStatus(put, 201, 'PUT upload');
-  if (put.headers['docker-content-digest'] !== b.digest) throw new Error('PUT: wrong Docker-Content-Digest');
-}
-
-async function pushChunked(c: Client, repo: string, b: Blob, chunk: number): Promise<void> {
-  const post = await c.call('POST', `/v2/${repo}/blobs/uploads/`);
-  expectStatus(post, 202, 'POST upload');
-  let location = String(post.headers.location);
-  for (let off = 0; off < b.bytes.length; off += chunk) {
-    const part = b.bytes.subarray(off, Math.min(off + chunk, b.bytes.length));
-    const patch = await c.call('PATCH', location, {
-      body: part,
-      headers: {
-        'Content-Range': `${off}-${off + part.length - 1}`,
-        'Content-Type': 'application/octet-stream',
-      },
-    });
-    expectStatus(patch, 202, 'PATCH chunk');
-    location = String(patch.headers.location);
+  if (values.help) {
+    process.stdout.write(`${usage}\n`);
+    process.exit(0);
   }
-  const loc = new URL(location, 'https://x');
-  loc.searchParams.set('digest', b.digest);
-  expectStatus(await c.call('PUT', loc.pathname + loc.search), 201, 'PUT chunked');
-}
-
-async function pull(c: Client, repo: string, b: Blob): Promise<void> {
-  const r = await c.call('GET', `/v2/${repo}/blobs/${b.digest}`, { hash: true });
-  expectStatus(r, 200, 'GET blob');
-  if (r.digest !== b.digest) throw new Error(`GET blob: body digest ${r.digest} != ${b.digest}`);
-}
-
-interface Throughput {
-  readonly mbps: number;
-  readonly seconds: number;
-  readonly bytes: number;
-}
-
-async function timed(bytes: number, fn: () => Promise<void>): Promise<Throughput> {
-  const t0 = performance.now();
-  await fn();
-  const seconds = (performance.now() - t0) / 1000;
-  return { mbps: bytes / MiB / seconds, seconds, bytes };
-}
-
-interface Latency {
-  readonly rps: number;
-  readonly p50: number;
-  readonly p99: number;
-  readonly requests: number;
-}
-
-/** Fires `fn` from `concurrency` loops for `seconds`, recording each request's latency. */
-async function rate(seconds: number, concurrency: number, fn: () => Promise<void>): Promise<Latency> {
-  const lat: number[] = [];
-  const end = performance.now() + seconds * 1000;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (performance.now() < end) {
-        const s = performance.now();
-        await fn();
-        lat.push(performance.now() - s);
-      }
-    }),
-  );
-  const elapsed = (performance.now() - t0) / 1000;
-  lat.sort((a, b) => a - b);
-  const q = (p: number) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]!;
-  return { rps: lat.length / elapsed, p50: q(0.5), p99: q(0.99), requests: lat.length };
-}
-
-async function pushImage(c: Client, repo: string): Promise<{ layer: Blob; manifestDigest: string }> {
-  const [config, layer] = makeBlobs(1024, 2, randomBytes(1024));
-  // POST then PUT with the body: Distribution 2.8 does not take a monolithic POST ?digest=.
-  for (const b of [config!, layer!]) {
-    const post = await c.call('POST', `/v2/${repo}/blobs/uploads/`);
-    expectStatus(post, 202, 'POST upload');
-    const loc = new URL(String(post.headers.location), 'https://x');
-    loc.searchParams.set('digest', b.digest);
-    expectStatus(await c.call('PUT', loc.pathname + loc.search, { body: b.bytes }), 201, 'PUT upload');
+  const fail = (m: string): never => {
+    process.stderr.write(`bench: ${m}\n${usage}\n`);
+    process.exit(2);
+  };
+  const num = (v: string | undefined, dflt: number, name: string) => {
+    if (v === undefined) return dflt;
+    const n = Number(v);
+    return Number.isFinite(n) && n > 0 ? n : fail(`--${name} must be a positive number`);
+  };
+  const only = values.only;
+  if (only !== undefined && only !== 'berth' && only !== 'distribution')
+    fail('--only takes berth or distribution');
+  if (values['berth-url'] && !values.ca)
+    fail('--berth-url needs --ca FILE (the CA that signed its certificate)');
+  if (values['berth-url'] && only === 'distribution')
+    fail('--berth-url makes no sense with --only distribution');
+  const cases = (values.cases ?? CASES.join(',')).split(',') as Case[];
+  for (const c of cases) if (!CASES.includes(c)) fail(`--cases takes a comma list of ${CASES.join(', ')}`);
+  const berthEnv: Record<string, string> = {};
+  for (const kv of values['berth-env'] ?? []) {
+    const m = /^(BERTH_\w+)=(.*)$/s.exec(kv);
+    if (!m) fail(`--berth-env takes BERTH_NAME=value, not ${kv}`);
+    else berthEnv[m[1]!] = m[2]!;
   }
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: config!.digest, size: 1024 },
-      layers: [
-        { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: layer!.digest, size: 1024 },
-      ],
-    }),
-  );
-  const put = await c.call('PUT', `/v2/${repo}/manifests/latest`, {
-    body: manifest,
-    headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' },
-  });
-  expectStatus(put, 201, 'PUT manifest');
-  return { layer: layer!, manifestDigest: `sha256:${createHash('sha256').update(manifest).digest('hex')}` };
+  if (values['berth-url'] && Object.keys(berthEnv).length)
+    fail('--berth-env needs a berth started by the harness');
+  const quick = values.quick;
+  return {
+    berthEnv,
+    cases,
+    quick,
+    names: (only ? [only] : ['berth', 'distribution']) as TargetName[],
+    berthUrl: values['berth-url'],
+    ca: values.ca,
+    // Every case runs `reps` times, the registries' order alternating, and reports the median:
+    // one pass on a shared 2-core machine swings by 10-15% (more when others use the cores).
+    reps: Math.floor(num(values.reps, quick ? 1 : 3, 'reps')),
+    pullRounds: Math.floor(num(values['pull-rounds'], quick ? 1 : 5, 'pull-rounds')),
+    seconds: num(values.seconds, quick ? 2 : 5, 'seconds'),
+    budget: num(values['budget-mib'], quick ? 32 : 256, 'budget-mib') * MiB,
+  };
 }
 
-interface Row {
-  readonly case: string;
-  readonly unit: string;
-  readonly berth: number;
-  readonly distribution: number;
-  readonly target?: number;
-  readonly extra?: string;
-}
+const opts = options();
+const log = (s: string) => process.stderr.write(`${s}\n`);
+const args = process.argv.slice(2).join(' ');
+const command =
+  process.env.npm_lifecycle_event === 'bench'
+    ? `npm run bench${args ? ` -- ${args}` : ''}`
+    : `node bench/run.ts${args ? ` ${args}` : ''}`;
 
-async function main() {
-  const version = distributionVersion();
-  const berth = await startBerthTarget();
-  const dist = await startDistribution(
-    join(berth.dataDir, 'tls', 'server.crt'),
-    join(berth.dataDir, 'tls', 'server.key'),
-    berth.caPath,
-  ).catch(async (e: unknown) => {
-    await berth.stop();
-    throw e;
-  });
-  const targets: Target[] = [berth, dist];
-  // Interrupted runs must not leave either server behind.
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(sig, () => {
-      void Promise.all(targets.map((t) => t.stop())).finally(() => process.exit(130));
-    });
-  }
-  const rows: Row[] = [];
-  const seed = randomBytes(16 * MiB);
-  const budget = quick ? 32 * MiB : 256 * MiB; // bytes per push/pull case per target and repetition
-  // Throughput cases run `reps` times, the targets' order alternating, and report the median:
-  // on a shared 2-core machine one pass swings by 10-15% from run to run.
-  const reps = quick ? 1 : 3;
-  const order = (rep: number) => (rep % 2 === 0 ? targets : [...targets].reverse());
-  let run = 0;
+const CHUNK = 5 * MiB; // chunked push: 16 MiB blobs go as 5 + 5 + 5 + 1 MiB
+const RATE_CONCURRENCY = 32;
+
+async function startTargets(): Promise<Target[]> {
+  const targets: Target[] = [];
   try {
-    for (const size of [1 * MiB, 16 * MiB]) {
-      for (const conc of [4, 16]) {
-        const count = Math.max(conc * 2, Math.floor(budget / size));
-        const results: Record<string, { push: Throughput[]; pull: Throughput[] }> = {
-          berth: { push: [], pull: [] },
-          distribution: { push: [], pull: [] },
-        };
-        for (let rep = 0; rep < reps; rep++)
-          for (const t of order(rep)) {
-            const blobs = makeBlobs(size, count, seed);
-            const c = client(t.base, t.caPath, conc);
-            const repo = `bench/r${run++}`;
-            await pool(Math.min(conc, count), conc, (i) => pushDockerStyle(c, `${repo}-warm`, blobs[i]!)); // warm-up
-            const push = await timed(size * count, () =>
-              pool(count, conc, (i) => pushDockerStyle(c, repo, blobs[i]!)),
-            );
-            await pool(Math.min(conc, count), conc, (i) => pull(c, repo, blobs[i]!)); // warm-up
-            const pulled = await timed(size * count, () =>
-              pool(count, conc, (i) => pull(c, repo, blobs[i]!)),
-            );
-            c.close();
-            results[t.name]!.push.push(push);
-            results[t.name]!.pull.push(pulled);
-            log(
-              `${t.name} ${size / MiB} MiB x${count} c=${conc}: push ${push.mbps.toFixed(0)} MB/s, pull ${pulled.mbps.toFixed(0)} MB/s`,
-            );
-          }
-        const label = `${size / MiB} MiB blobs, concurrency ${conc}`;
-        rows.push({
-          case: `push, ${label}`,
-          unit: 'MiB/s',
-          berth: median(results.berth!.push),
-          distribution: median(results.distribution!.push),
-          target: 1.0,
-        });
-        rows.push({
-          case: `pull, ${label}`,
-          unit: 'MiB/s',
-          berth: median(results.berth!.pull),
-          distribution: median(results.distribution!.pull),
-          target: 0.95,
-        });
-      }
-    }
-
-    {
-      const size = 16 * MiB;
-      const conc = 4;
-      const count = Math.max(conc * 2, Math.floor(budget / 2 / size));
-      const res: Record<string, Throughput[]> = { berth: [], distribution: [] };
-      for (let rep = 0; rep < reps; rep++)
-        for (const t of order(rep)) {
-          const blobs = makeBlobs(size, count, seed);
-          const c = client(t.base, t.caPath, conc);
-          const repo = `bench/chunked${run++}`;
-          const r = await timed(size * count, () =>
-            pool(count, conc, (i) => pushChunked(c, repo, blobs[i]!, 4 * MiB)),
-          );
-          res[t.name]!.push(r);
-          c.close();
-          log(`${t.name} chunked push: ${r.mbps.toFixed(0)} MB/s`);
-        }
-      rows.push({
-        case: 'chunked push, 16 MiB blobs in 4 MiB PATCHes, concurrency 4',
-        unit: 'MiB/s',
-        berth: median(res.berth!),
-        distribution: median(res.distribution!),
-        target: 1.0,
-      });
-    }
-
-    const seconds = quick ? 2 : 8;
-    const lat: Record<string, { manifest: Latency; head: Latency }> = {};
-    for (const t of targets) {
-      const c = client(t.base, t.caPath, 32);
-      const { layer, manifestDigest } = await pushImage(c, 'bench/small');
-      const getManifest = async () => {
-        const r = await c.call('GET', '/v2/bench/small/manifests/latest', {
-          headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' },
-        });
-        expectStatus(r, 200, 'GET manifest');
-        if (r.headers['docker-content-digest'] !== manifestDigest)
-          throw new Error('GET manifest: wrong digest');
-      };
-      const headBlob = async () => {
-        const r = await c.call('HEAD', `/v2/bench/small/blobs/${layer.digest}`);
-        expectStatus(r, 200, 'HEAD blob');
-        if (r.headers['docker-content-digest'] !== layer.digest) throw new Error('HEAD blob: wrong digest');
-      };
-      await rate(1, 32, getManifest); // warm-up
-      const manifest = await rate(seconds, 32, getManifest);
-      await rate(1, 32, headBlob);
-      const head = await rate(seconds, 32, headBlob);
-      c.close();
-      lat[t.name] = { manifest, head };
+    if (opts.names.includes('berth')) {
+      targets.push(
+        opts.berthUrl ? await externalBerth(opts.berthUrl, opts.ca!) : await startBerth(opts.berthEnv),
+      );
       log(
-        `${t.name} manifest GET ${manifest.rps.toFixed(0)}/s p50 ${manifest.p50.toFixed(2)} p99 ${manifest.p99.toFixed(2)} ms; blob HEAD ${head.rps.toFixed(0)}/s p99 ${head.p99.toFixed(2)} ms`,
+        `berth: ${targets[0]!.base}${targets[0]!.pid ? ` (pid ${targets[0]!.pid})` : ' (already running)'}`,
       );
     }
-    for (const [key, label] of [
-      ['manifest', 'manifest GET by tag, concurrency 32'],
-      ['head', 'blob HEAD, concurrency 32'],
-    ] as const) {
-      const b = lat.berth![key];
-      const d = lat.distribution![key];
-      rows.push({
-        case: label,
-        unit: 'req/s',
-        berth: b.rps,
-        distribution: d.rps,
-        target: 2.0,
-        extra: `p50 ${b.p50.toFixed(2)} / ${d.p50.toFixed(2)} ms; p99 ${b.p99.toFixed(2)} / ${d.p99.toFixed(2)} ms (${b.p99 <= d.p99 ? 'p99 no worse' : 'p99 worse'})`,
-      });
+    if (opts.names.includes('distribution')) {
+      // Same certificate as berth's when we have its files, so both do the same TLS work.
+      const b = targets[0];
+      const tls =
+        b?.certFile && b.keyFile ? { certFile: b.certFile, keyFile: b.keyFile, caPath: b.caPath } : undefined;
+      const d = await startDistribution(tls);
+      targets.push(d);
+      log(`distribution: ${d.base} (pid ${d.pid})`);
     }
+    return targets;
+  } catch (e) {
+    await Promise.all(targets.map((t) => t.stop()));
+    throw e;
+  }
+}
+
+type Raw = Record<string, Partial<Record<TargetName, (Throughput | Latency)[]>>>;
+
+/** The median repetition, by MiB/s or requests/s. */
+function median<T extends Throughput | Latency>(xs: readonly T[] | undefined): T | undefined {
+  if (!xs?.length) return undefined;
+  const speed = (x: Throughput | Latency) => ('mbps' in x ? x.mbps : x.rps);
+  return [...xs].sort((a, b) => speed(a) - speed(b))[Math.floor(xs.length / 2)];
+}
+
+interface Ctx {
+  readonly targets: readonly Target[];
+  readonly rows: Row[];
+  readonly raw: Raw;
+  readonly seed: Buffer;
+  /** A fresh repository name: nothing of an earlier case or run is ever reused. */
+  repo(): string;
+  /** The targets in the order of repetition `rep`: alternating, so neither always goes first. */
+  order(rep: number): readonly Target[];
+  record(key: string, name: TargetName, x: Throughput | Latency): void;
+}
+
+function context(targets: readonly Target[]): Ctx {
+  const runId = `bench-${Date.now().toString(36)}`;
+  let seq = 0;
+  const raw: Raw = {};
+  return {
+    targets,
+    rows: [],
+    raw,
+    seed: randomBytes(16 * MiB), // the random data every blob of the run is made of
+    repo: () => `${runId}/r${seq++}`,
+    order: (rep) => (rep % 2 === 0 ? targets : [...targets].reverse()),
+    record(key, name, x) {
+      raw[key] ??= {};
+      raw[key][name] ??= [];
+      raw[key][name].push(x);
+    },
+  };
+}
+
+function throughputRow(ctx: Ctx, group: string, label: string, key: string, target: number) {
+  ctx.rows.push({
+    group,
+    case: label,
+    unit: 'MiB/s',
+    berth: median(ctx.raw[key]?.berth as Throughput[] | undefined)?.mbps,
+    distribution: median(ctx.raw[key]?.distribution as Throughput[] | undefined)?.mbps,
+    target,
+  });
+}
+
+const PUSH_GROUP = 'Push (docker-style: POST, PATCH whole body, PUT ?digest=)';
+const PULL_GROUP = 'Pull (GET, body sha256 verified)';
+const CHUNKED_GROUP = 'Chunked push (POST, PATCHes with Content-Range, PUT ?digest=)';
+
+/** Push then pull of 1 MiB and 16 MiB blobs at concurrency 4 and 16; chunked push of 16 MiB blobs. */
+async function blobCases(ctx: Ctx, withThroughput: boolean, withChunked: boolean) {
+  const concurrencies = [4, 16];
+  const countFor = (size: number, conc: number) => Math.max(conc * 2, Math.floor(opts.budget / size));
+  for (const size of [1 * MiB, 16 * MiB]) {
+    if (!withThroughput && size !== 16 * MiB) continue;
+    const set = blobSet(size, Math.max(...concurrencies.map((c) => countFor(size, c))), ctx.seed);
+    const warm = blobSet(size, Math.max(...concurrencies), ctx.seed);
+    for (const conc of withThroughput ? concurrencies : []) {
+      const count = countFor(size, conc);
+      const label = `${size / MiB} MiB blobs, concurrency ${conc}`;
+      const pushed = new Map<TargetName, { repo: string; digests: string[] }>();
+      for (let rep = 0; rep < opts.reps; rep++)
+        for (const t of ctx.order(rep)) {
+          const blobs = set.refresh();
+          const warmBlobs = warm.refresh();
+          const c = client(t.base, t.caPath, conc);
+          const r = ctx.repo();
+          // Warm-up on other blobs: sockets, TLS sessions, the server's JIT and directories.
+          await pool(conc, conc, (i) => pushDockerStyle(c, `${r}-warm`, warmBlobs[i]!));
+          const res = await timed(size * count, () =>
+            pool(count, conc, (i) => pushDockerStyle(c, r, blobs[i]!)),
+          );
+          c.close();
+          pushed.set(t.name, { repo: r, digests: blobs.slice(0, count).map((b) => b.digest) });
+          ctx.record(`push, ${label}`, t.name, res);
+          log(`${t.name.padEnd(12)} push ${label} x${count}: ${res.mbps.toFixed(0)} MiB/s`);
+        }
+      throughputRow(ctx, PUSH_GROUP, label, `push, ${label}`, 1.0);
+      // Pulls need no fresh data, so they are cheap to repeat: more rounds, alternating
+      // registries round by round, against noise from whatever else shares the cores.
+      const clients = new Map(ctx.targets.map((t) => [t.name, client(t.base, t.caPath, conc)]));
+      for (const t of ctx.targets) {
+        const { repo, digests } = pushed.get(t.name)!;
+        await pool(conc, conc, (i) => pull(clients.get(t.name)!, repo, digests[i]!, size)); // warm-up
+      }
+      for (let round = 0; round < opts.pullRounds; round++)
+        for (const t of ctx.order(round)) {
+          const { repo, digests } = pushed.get(t.name)!;
+          const c = clients.get(t.name)!;
+          const res = await timed(size * count, () =>
+            pool(count, conc, (i) => pull(c, repo, digests[i]!, size)),
+          );
+          ctx.record(`pull, ${label}`, t.name, res);
+          log(`${t.name.padEnd(12)} pull ${label} x${count}: ${res.mbps.toFixed(0)} MiB/s`);
+        }
+      for (const c of clients.values()) c.close();
+      throughputRow(ctx, PULL_GROUP, label, `pull, ${label}`, 0.95);
+    }
+    if (size === 16 * MiB && withChunked) {
+      const conc = 4;
+      const count = Math.max(conc * 2, Math.floor(opts.budget / 2 / size));
+      const label = `16 MiB blobs in ${CHUNK / MiB} MiB PATCHes, concurrency ${conc}`;
+      for (let rep = 0; rep < opts.reps; rep++)
+        for (const t of ctx.order(rep)) {
+          const blobs = set.refresh();
+          const warmBlobs = warm.refresh();
+          const c = client(t.base, t.caPath, conc);
+          const r = ctx.repo();
+          await pool(conc, conc, (i) => pushChunked(c, `${r}-warm`, warmBlobs[i]!, CHUNK));
+          const res = await timed(size * count, () =>
+            pool(count, conc, (i) => pushChunked(c, r, blobs[i]!, CHUNK)),
+          );
+          c.close();
+          ctx.record(`chunked push, ${label}`, t.name, res);
+          log(`${t.name.padEnd(12)} chunked push, ${label} x${count}: ${res.mbps.toFixed(0)} MiB/s`);
+        }
+      throughputRow(ctx, CHUNKED_GROUP, label, `chunked push, ${label}`, 1.0);
+    }
+  }
+}
+
+/**
+ * Manifest GET by tag and blob HEAD of a small image, at concurrency 32 for `seconds` each,
+ * `reps` times with the order alternating; the median repetition (by requests/s) is reported,
+ * with its own p50 and p99.
+ */
+async function requestCases(ctx: Ctx) {
+  const cases = [
+    ['manifest GET by tag', getManifest],
+    ['blob HEAD', headBlob],
+  ] as const;
+  const images = new Map<TargetName, SmallImage>();
+  for (const t of ctx.targets) {
+    const c = client(t.base, t.caPath, 1);
+    images.set(t.name, await pushSmallImage(c, ctx.repo()));
+    c.close();
+  }
+  for (const [label, make] of cases) {
+    for (let rep = 0; rep < opts.reps; rep++)
+      for (const t of ctx.order(rep)) {
+        const c = client(t.base, t.caPath, RATE_CONCURRENCY);
+        const fn = make(c, images.get(t.name)!);
+        await rate(Math.min(1, opts.seconds), RATE_CONCURRENCY, fn); // warm-up: connections, JIT
+        const l = await rate(opts.seconds, RATE_CONCURRENCY, fn);
+        c.close();
+        ctx.record(label, t.name, l);
+        log(
+          `${t.name.padEnd(12)} ${label} c=${RATE_CONCURRENCY}: ${l.rps.toFixed(0)} req/s, p50 ${l.p50.toFixed(2)} ms, p99 ${l.p99.toFixed(2)} ms (${l.requests} requests)`,
+        );
+      }
+    const b = median(ctx.raw[label]?.berth as Latency[] | undefined);
+    const d = median(ctx.raw[label]?.distribution as Latency[] | undefined);
+    ctx.rows.push({
+      group: `Requests/s at concurrency ${RATE_CONCURRENCY} (status and Docker-Content-Digest checked)`,
+      case: label,
+      unit: 'req/s',
+      berth: b?.rps,
+      distribution: d?.rps,
+      target: 2.0,
+      latency: { berth: b, distribution: d },
+    });
+  }
+}
+
+async function measure(ctx: Ctx): Promise<void> {
+  const has = (c: Case) => opts.cases.includes(c);
+  if (has('throughput') || has('chunked')) await blobCases(ctx, has('throughput'), has('chunked'));
+  if (has('requests')) await requestCases(ctx);
+}
+
+async function main(): Promise<void> {
+  const version = distributionVersion();
+  const targets = await startTargets();
+  // An interrupted run must not leave either server behind.
+  for (const sig of ['SIGINT', 'SIGTERM'] as const)
+    process.once(sig, () => {
+      log(`bench: ${sig}, stopping the registries`);
+      void Promise.all(targets.map((t) => t.stop())).finally(() => process.exit(130));
+    });
+  const ctx = context(targets);
+  try {
+    await measure(ctx);
   } finally {
     await Promise.all(targets.map((t) => t.stop()));
   }
-  report(rows, version, reps);
-}
-
-function median(xs: Throughput[]): number {
-  const v = xs.map((x) => x.mbps).sort((a, b) => a - b);
-  return v[Math.floor(v.length / 2)]!;
-}
-
-function log(s: string) {
-  process.stderr.write(`${s}\n`);
-}
-
-function report(rows: Row[], version: string, reps: number) {
-  const cpu = cpus()[0]?.model ?? 'unknown CPU';
-  const lines = [
-    '# Benchmark results',
-    '',
-    `Command: \`npm run bench${quick ? ' -- --quick' : ''}\` (bench/run.ts), ${new Date().toISOString()}.`,
-    `Machine: ${cpus().length} cores (${cpu}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; ${version}.`,
-    'Both registries serve HTTPS on 127.0.0.1 with the same certificate, filesystem storage in a temp dir,',
-    'access logs off; the client runs on the same cores. Every response is checked (status, digests).',
-    `Throughput: median of ${reps} alternating repetitions per case; rates: one ${quick ? 2 : 8} s pass at concurrency 32.`,
-    '',
-    '| case | berth | Distribution | ratio | target | |',
-    '| --- | ---: | ---: | ---: | ---: | --- |',
-    ...rows.map((r) => {
-      const ratio = r.berth / r.distribution;
-      const ok = r.target === undefined ? '' : ratio >= r.target ? 'met' : 'missed';
-      return `| ${r.case} | ${r.berth.toFixed(0)} ${r.unit} | ${r.distribution.toFixed(0)} ${r.unit} | ${ratio.toFixed(2)}x | ${r.target?.toFixed(2) ?? ''}x | ${ok}${r.extra ? `; ${r.extra}` : ''} |`;
-    }),
-    '',
+  const m = machine(version);
+  const notes = [
+    ...targets.map((t) =>
+      t.name === 'berth'
+        ? t.pid
+          ? `berth: started by the harness (\`node src/cli.ts serve\`), filesystem storage in a temp dir, HTTPS with its own CA (RSA 2048 certificate); ${t.settings.join(', ')}.`
+          : `berth: already running at ${t.base}, not started by the harness.`
+        : `Distribution: started by the harness, filesystem storage in a temp dir, access log off, log level error, HTTPS with ${t.settings.join(', ')}.`,
+    ),
+    'Both listen on 127.0.0.1; the client runs on the same cores as the servers, over keep-alive HTTPS connections (one per concurrent request).',
+    `Throughput: every push sends fresh random blobs (no deduplication); ${opts.budget / MiB} MiB (at least 2 blobs per connection) per case and registry; a warm-up on other blobs precedes each measurement.`,
+    `Requests/s: ${opts.seconds} s per measurement after a 1 s warm-up, one small image (config, a 1 KiB layer, an OCI manifest).`,
+    `Every case runs ${opts.reps} time(s) per registry (pulls ${opts.pullRounds} rounds over the last blobs pushed), the registries' order alternating; the tables show the median repetition (raw numbers in bench/out/).`,
   ];
-  const text = lines.join('\n');
-  process.stdout.write(`${text}\n`);
-  const out = resolve(import.meta.dirname, 'out');
-  mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, `results-${Date.now()}.json`), JSON.stringify(rows, null, 2));
-  if (!quick) writeFileSync(resolve(import.meta.dirname, 'RESULTS.md'), text);
+  const { rows, raw } = ctx;
+  const text = markdown(rows, m, command, notes);
+  process.stdout.write(`\n${text}`);
+  const outDir = resolve(import.meta.dirname, 'out');
+  mkdirSync(outDir, { recursive: true });
+  const json = join(outDir, `results-${m.date.replace(/[:.]/g, '-')}.json`);
+  writeFileSync(json, JSON.stringify({ command, machine: m, options: opts, rows, raw }, null, 2));
+  log(`raw numbers: ${json}`);
+  if (!opts.quick && targets.length === 2 && opts.cases.length === CASES.length) {
+    writeFileSync(resolve(import.meta.dirname, 'RESULTS.md'), text);
+    log('written: bench/RESULTS.md');
+  } else {
+    log('bench/RESULTS.md not written (only full runs of every case on both registries are recorded)');
+  }
+  const missed = rows.filter((r) => verdict(r) === false).map((r) => `${r.group.split(' (')[0]}: ${r.case}`);
+  if (missed.length) log(`targets missed: ${missed.join('; ')}`);
 }
 
 await main();
