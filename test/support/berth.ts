@@ -74,7 +74,15 @@ export async function startBerth(
       });
     },
   );
-  const info = await listening;
+  let info: Awaited<typeof listening>;
+  try {
+    info = await listening;
+  } catch (e) {
+    // A start that failed leaves neither a process nor a data dir behind.
+    if (child.exitCode === null) child.kill('SIGKILL');
+    if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    throw e;
+  }
   return {
     url: info.url,
     hostPort: info.address,
