@@ -16,7 +16,7 @@
 //
 // A move rewrites only the record (the data key re-wrapped for the new path), never the content:
 // finishing an upload costs the same whatever the blob's size. Rotation re-wraps records only.
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import {
   type ChunkSink,
@@ -89,8 +89,20 @@ function aadFor(oid: Buffer, i: number, final: boolean): Buffer {
   return a;
 }
 
+// createCipheriv/createDecipheriv with a raw Buffer key build a KeyObject every call; a profile of
+// encrypted pulls showed that conversion as 11% of the main thread. One KeyObject per data key.
+const keyObjects = new WeakMap<Buffer, KeyObject>();
+function keyOf(dek: Buffer): KeyObject {
+  let k = keyObjects.get(dek);
+  if (!k) {
+    k = createSecretKey(dek);
+    keyObjects.set(dek, k);
+  }
+  return k;
+}
+
 function seal(dek: Buffer, oid: Buffer, i: number, final: boolean, plain: Uint8Array): Buffer {
-  const c = createCipheriv('aes-256-gcm', dek, nonceFor(i));
+  const c = createCipheriv('aes-256-gcm', keyOf(dek), nonceFor(i));
   c.setAAD(aadFor(oid, i, final));
   return Buffer.concat([c.update(plain), c.final(), c.getAuthTag()]);
 }
@@ -98,7 +110,7 @@ function seal(dek: Buffer, oid: Buffer, i: number, final: boolean, plain: Uint8A
 function open(dek: Buffer, oid: Buffer, i: number, final: boolean, sealed: Buffer, path: string): Buffer {
   if (sealed.length < tagBytes) throw new StorageError(name, path, `segment ${i} is truncated`);
   try {
-    const d = createDecipheriv('aes-256-gcm', dek, nonceFor(i));
+    const d = createDecipheriv('aes-256-gcm', keyOf(dek), nonceFor(i));
     d.setAAD(aadFor(oid, i, final));
     d.setAuthTag(sealed.subarray(sealed.length - tagBytes));
     const plain = d.update(sealed.subarray(0, sealed.length - tagBytes));
@@ -487,7 +499,7 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
       /** Seals one full, non-final segment and hands it to the content writer. */
       const sealOut = async (plain: Buffer) => {
         object ??= await inner.writer(objectPath(oid));
-        const c = createCipheriv('aes-256-gcm', dek, nonceFor(segments));
+        const c = createCipheriv('aes-256-gcm', keyOf(dek), nonceFor(segments));
         c.setAAD(aadFor(oid, segments, false));
         await object.write(c.update(plain));
         c.final();
