@@ -80,7 +80,7 @@ describeDriver('s3 on Ceph RGW', async () => {
 });
 
 describe('S3 driver specifics', () => {
-  it('spreads a write over multipart parts and resumes it after close, holding at most a part in memory', async () => {
+  it('spreads a write over multipart parts and resumes it after close', async () => {
     const bucket = await newBucket();
     const d = checked(createS3Driver(options(bucket)));
     const data = randomBytes(17 * MiB + 5);
@@ -103,6 +103,25 @@ describe('S3 driver specifics', () => {
     expect(await contents(bucket)).toEqual(['berth/uploads/x/data']);
     await d.delete('/uploads');
     expect(await contents(bucket)).toEqual([]);
+  });
+
+  it('streams parts as they arrive when told the size, and copes with a hint that was too large', async () => {
+    const bucket = await newBucket();
+    const d = checked(createS3Driver(options(bucket)));
+    const data = randomBytes(11 * MiB + 7);
+    const write = async (path: string, hint: number) => {
+      const w = await d.writer(path);
+      w.expect?.(hint);
+      for (let off = 0; off < data.length; off += 100_000) await w.write(data.subarray(off, off + 100_000));
+      await w.commit();
+      const back = createHash('sha256');
+      for await (const c of await d.reader(path)) back.update(c as Buffer);
+      expect(back.digest('hex')).toBe(createHash('sha256').update(data).digest('hex'));
+    };
+    await write('/exact', data.length);
+    // The client announced more than it sent: the speculative part is stopped, the rest sent as it is.
+    await write('/short', data.length + 4 * MiB);
+    expect(await contents(bucket)).toEqual(['berth/exact', 'berth/short']);
   });
 
   it('aborts multipart uploads abandoned before the cutoff', async () => {
@@ -150,7 +169,7 @@ describe('the registry on RGW', () => {
   });
 
   it('stores no plaintext in the bucket (encryption is on by default)', async () => {
-    const call = httpsClient(berth.url, berth.caPath);
+    const call = httpsClient(berth.url, berth.caPath, berth.adminBasic);
     const marker = Buffer.from('RGW-PLAINTEXT-MARKER '.repeat(10_000));
     const digest = `sha256:${createHash('sha256').update(marker).digest('hex')}`;
     expect(
@@ -177,6 +196,7 @@ describe('the registry on RGW', () => {
   it('takes pushes from buildah and skopeo and serves pulls to podman, with blobs in the bucket', async () => {
     const t = containerTools(berth.caPath);
     try {
+      await t.login(berth.hostPort, berth.admin.username, berth.admin.password);
       await t.buildBusybox('localhost/s3:1');
       await t.buildah(
         'push',

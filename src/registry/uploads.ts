@@ -155,6 +155,16 @@ export function createUploads(deps: UploadDeps) {
     return finishHash(h, algorithm);
   }
 
+  const background = new Set<Promise<void>>();
+  function afterwards(work: Promise<void>) {
+    const p = work
+      .catch((e: unknown) =>
+        deps.log.warn({ err: (e as Error).message }, 'upload cleanup failed; purge will retry'),
+      )
+      .finally(() => background.delete(p));
+    background.add(p);
+  }
+
   async function removeUpload(id: string) {
     try {
       await storage.delete(paths.uploadDir(id));
@@ -198,7 +208,13 @@ export function createUploads(deps: UploadDeps) {
      * Appends a chunk. With a Content-Range the chunk must start exactly where the upload ends
      * (RANGE_INVALID, 416, otherwise, with the current Range so the client can resume).
      */
-    async append(name: string, id: string, body: Body, range?: ContentRange): Promise<{ size: number }> {
+    async append(
+      name: string,
+      id: string,
+      body: Body,
+      range?: ContentRange,
+      length?: number,
+    ): Promise<{ size: number }> {
       const s = await session(name, id);
       return serialise(s, async () => {
         const w = await openWriter(s);
@@ -213,6 +229,7 @@ export function createUploads(deps: UploadDeps) {
           );
         }
         const before = w.size;
+        if (length !== undefined) w.expect?.(before + length);
         await pump(s, w, body);
         if (range && w.size - before !== range.end - range.start + 1) {
           throw new OciError(
@@ -225,10 +242,17 @@ export function createUploads(deps: UploadDeps) {
     },
 
     /** The final PUT: optional last chunk, digest check, then the blob becomes visible and linked. */
-    async finish(name: string, id: string, digest: Digest, body?: Body): Promise<{ size: number }> {
+    async finish(
+      name: string,
+      id: string,
+      digest: Digest,
+      body?: Body,
+      length?: number,
+    ): Promise<{ size: number }> {
       const s = await session(name, id);
       return serialise(s, async () => {
         const w = await openWriter(s);
+        if (body && length !== undefined) w.expect?.(w.size + length);
         if (body) await pump(s, w, body);
         const size = w.size;
         const hashValid = s.hash !== undefined && s.hashed === size && s.algorithm === digest.algorithm;
@@ -249,9 +273,14 @@ export function createUploads(deps: UploadDeps) {
           }
           await storage.move(dataPath, paths.blobData(digest));
           await blobs.link(name, digest);
-        } finally {
+        } catch (e) {
           await removeUpload(id);
+          throw e;
         }
+        // The blob is in place and linked; what is left of the upload (its info file) is
+        // bookkeeping the client need not wait for. On object stores that removal is several
+        // round trips; if it fails, or berth stops first, the periodic purge takes it.
+        afterwards(removeUpload(id));
         await deps.onLinked(name);
         return { size };
       });
@@ -274,8 +303,9 @@ export function createUploads(deps: UploadDeps) {
     },
 
     /** POST ?digest=: the whole blob in one request, straight into place once verified. */
-    async monolithic(name: string, digest: Digest, body: Body): Promise<{ size: number }> {
+    async monolithic(name: string, digest: Digest, body: Body, length?: number): Promise<{ size: number }> {
       const w = await storage.writer(paths.blobData(digest));
+      if (length !== undefined) w.expect?.(length);
       const h = newHash(digest.algorithm);
       try {
         for await (const chunk of body) {
@@ -327,6 +357,7 @@ export function createUploads(deps: UploadDeps) {
     /** On shutdown: close every open writer so the bytes stay pending and the uploads can resume. */
     async releaseAll(): Promise<void> {
       await Promise.all([...sessions.values()].map((s) => serialise(s, () => release(s))));
+      await Promise.all(background);
     },
   };
 }

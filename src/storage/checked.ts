@@ -39,6 +39,9 @@ export function checked(inner: StorageDriver): StorageDriver {
       get size() {
         return w.size;
       },
+      expect: (total) => {
+        if (Number.isSafeInteger(total) && total >= 0) w.expect?.(total);
+      },
       write: (chunk) => guard(path, () => w.write(chunk)),
       commit: () => guard(path, () => w.commit()),
       cancel: () => guard(path, () => w.cancel()),

@@ -26,6 +26,12 @@ export interface FileInfo {
 export interface FileWriter {
   /** Bytes written so far, including those of a resumed pending write. */
   readonly size: number;
+  /**
+   * A hint: the file will most likely hold `total` bytes in all when committed (an upload's
+   * Content-Length). A driver may use it to stream to its backend sooner; a wrong hint may cost
+   * speed, never correctness.
+   */
+  expect?(total: number): void;
   /** Resolves once the chunk is accepted; callers await each write, which is the backpressure. */
   write(chunk: Uint8Array): Promise<void>;
   /** Makes the content visible and durable at the path. The writer is finished afterwards. */

@@ -250,9 +250,12 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
   // at once would each drop the same old content and orphan one new content, so replacements of
   // a path run one at a time.
   const publishing = new Map<string, Promise<void>>();
-  async function publish(path: string, s: Sealed): Promise<void> {
+  // The record may still be on its way (its content committing): the one it replaces is looked
+  // up meanwhile, which saves a round trip per commit on object stores.
+  async function publish(path: string, next: Sealed | Promise<Sealed>): Promise<void> {
+    if (next instanceof Promise) next.catch(() => {}); // awaited below; failing early is no crash
     const run = (publishing.get(path) ?? Promise.resolve()).then(async () => {
-      const previous = await recordIfAny(path).catch(() => undefined);
+      const [previous, s] = await Promise.all([recordIfAny(path).catch(() => undefined), next]);
       await inner.putContent(path, encodeRecord(path, s));
       remember(path, s);
       if (previous && !previous.plain && previous.data === undefined && !previous.oid.equals(s.oid)) {
@@ -266,6 +269,27 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
     } finally {
       if (publishing.get(path) === settled) publishing.delete(path);
     }
+  }
+
+  /** Discards the pending writes at or below path, with the objects they hold. */
+  async function dropPendingBelow(path: string): Promise<void> {
+    const pendings: string[] = [];
+    try {
+      const pinfo = await inner.stat(pendingPath(path));
+      if (pinfo.isDir) for await (const f of filesBelow(pendingPath(path))) pendings.push(f);
+      else pendings.push(pendingPath(path));
+    } catch (e) {
+      if (!(e instanceof PathNotFoundError)) throw e;
+    }
+    await Promise.all(
+      pendings.map(async (p) => {
+        const j = JSON.parse(Buffer.from(await inner.getContent(p)).toString('utf8')) as PendingJson;
+        if (j.segments > 0) {
+          await (await inner.writer(objectPath(Buffer.from(j.oid, 'hex')), { append: true })).cancel();
+        }
+        await inner.delete(p);
+      }),
+    );
   }
 
   async function dropObject(oid: Buffer): Promise<void> {
@@ -497,8 +521,21 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
         done = true;
       };
       /** Seals one full, non-final segment and hands it to the content writer. */
+      // Plaintext of the segment being filled: one buffer per writer, so writes whose chunks
+      // straddle segments copy each byte once (a profile showed Buffer.concat here).
+      const pending = Buffer.allocUnsafe(seg);
+      let filled = tail.copy(pending);
+      let expected: number | undefined;
+      const hintObject = () => {
+        if (object && expected !== undefined) object.expect?.(sealedSize(expected, seg));
+      };
+      hintObject();
+      /** Seals one full, non-final segment and hands it to the content writer. */
       const sealOut = async (plain: Buffer) => {
-        object ??= await inner.writer(objectPath(oid));
+        if (!object) {
+          object = await inner.writer(objectPath(oid));
+          hintObject();
+        }
         const c = createCipheriv('aes-256-gcm', keyOf(dek), nonceFor(segments));
         c.setAAD(aadFor(oid, segments, false));
         await object.write(c.update(plain));
@@ -508,39 +545,43 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
       };
       const w: FileWriter = {
         get size() {
-          return segments * seg + tail.length;
+          return segments * seg + filled;
+        },
+        expect(total) {
+          expected = total;
+          hintObject();
         },
         async write(chunk) {
           check();
           let input = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-          if (tail.length > 0) {
-            // Complete the pending segment first, then seal whole segments straight from input.
-            const need = seg - tail.length;
-            tail = Buffer.concat([tail, input.subarray(0, need)]);
-            input = input.subarray(Math.min(need, input.length));
-            if (tail.length < seg) return;
-            await sealOut(tail);
-            tail = Buffer.alloc(0);
+          if (filled > 0) {
+            // Complete the segment being filled first, then seal whole segments straight from input.
+            const n = Math.min(seg - filled, input.length);
+            input.copy(pending, filled, 0, n);
+            filled += n;
+            input = input.subarray(n);
+            if (filled < seg) return;
+            await sealOut(pending);
+            filled = 0;
           }
           while (input.length >= seg) {
             await sealOut(input.subarray(0, seg));
             input = input.subarray(seg);
           }
           // The caller may reuse its chunk once we return: keep a copy of the remainder only.
-          if (input.length > 0) tail = Buffer.from(input);
+          filled = input.copy(pending);
         },
         async commit() {
           finish();
-          const size = segments * seg + tail.length;
-          const last = seal(dek, oid, segments, true, tail);
-          let data: Buffer | undefined;
-          if (object) {
+          const size = segments * seg + filled;
+          const last = seal(dek, oid, segments, true, pending.subarray(0, filled));
+          const committed = (async (): Promise<Sealed> => {
+            if (!object) return { kid, dek, oid, size, seg, data: last }; // under a segment: inline
             await object.write(last);
             await object.commit();
-          } else {
-            data = last; // smaller than one segment: inline in the record
-          }
-          await publish(path, { kid, dek, oid, size, seg, data });
+            return { kid, dek, oid, size, seg, data: undefined };
+          })();
+          await publish(path, committed);
           if (wopts.append) await deletePending(path);
         },
         async cancel() {
@@ -556,7 +597,12 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
           const nonce = randomBytes(12);
           const c = createCipheriv('aes-256-gcm', dek, nonce);
           c.setAAD(Buffer.from(`tail\u0000${oid.toString('hex')}\u0000${segments}`));
-          const sealedTail = Buffer.concat([nonce, c.update(tail), c.final(), c.getAuthTag()]);
+          const sealedTail = Buffer.concat([
+            nonce,
+            c.update(pending.subarray(0, filled)),
+            c.final(),
+            c.getAuthTag(),
+          ]);
           const p: PendingJson = {
             kid: kek.id,
             dek: wrapKey(kek, dek, `pending\u0000${path}\u0000${oid.toString('hex')}`).toString('base64'),
@@ -597,26 +643,16 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
       const files: string[] = [];
       if (info.isDir) for await (const f of filesBelow(path)) files.push(f);
       else files.push(path);
-      for (const f of files) {
-        const s = await recordIfAny(f).catch(() => undefined);
-        if (s && !s.plain && s.data === undefined) await dropObject(s.oid);
-      }
-      // Pending writes below the path hold objects too.
-      const pendings: string[] = [];
-      try {
-        const pinfo = await inner.stat(pendingPath(path));
-        if (pinfo.isDir) for await (const f of filesBelow(pendingPath(path))) pendings.push(f);
-        else pendings.push(pendingPath(path));
-      } catch (e) {
-        if (!(e instanceof PathNotFoundError)) throw e;
-      }
-      for (const p of pendings) {
-        const j = JSON.parse(Buffer.from(await inner.getContent(p)).toString('utf8')) as PendingJson;
-        if (j.segments > 0) {
-          await (await inner.writer(objectPath(Buffer.from(j.oid, 'hex')), { append: true })).cancel();
-        }
-        await inner.delete(p);
-      }
+      // Content objects of the records, and pending writes below the path (which hold objects
+      // too), go first, all at once: a crash part way leaves records that fail to read, never
+      // content that no record points to.
+      await Promise.all([
+        ...files.map(async (f) => {
+          const s = await recordIfAny(f).catch(() => undefined);
+          if (s && !s.plain && s.data === undefined) await dropObject(s.oid);
+        }),
+        dropPendingBelow(path),
+      ]);
       await inner.delete(path);
       forgetBelow(path);
     },

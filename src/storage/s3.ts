@@ -1,10 +1,11 @@
 // S3-compatible driver (AWS S3, Ceph RGW, MinIO). Keys are `<prefix><path without the leading
 // slash>`; "directories" are key prefixes, listed with a '/' delimiter.
 //
-// Writes stream through a bounded buffer: once it holds a part (storage.s3.partSize, at least
-// 5 MiB) the part goes out as an UploadPart of a multipart upload, so no blob is ever held whole
-// in memory or staged on local disk; commit() completes the upload (or, for small objects,
-// sends one PutObject). A writer that is closed rather than committed leaves its multipart
+// Writes stream through bounded buffers (multipart.ts): parts of storage.s3.partSize (at least
+// 5 MiB) go out as UploadParts of a multipart upload while the next part fills, or as their
+// bytes arrive when the writer knows the size, so no blob is ever held whole in memory or
+// staged on local disk; commit() completes the upload (or, for small objects, sends one
+// PutObject). A writer that is closed rather than committed leaves its multipart
 // upload open and the unsent tail (always smaller than a part, which S3 would refuse as a
 // non-final part) as a hidden object `<prefix>.pending/<path>`; writer(path, {append}) finds
 // both again. That is how an OCI upload spread over many PATCH requests, or over a restart,
@@ -40,6 +41,7 @@ import {
   type StorageDriver,
   StorageError,
 } from './driver.ts';
+import { createPartPipeline, type PartTarget, type SentPart } from './multipart.ts';
 
 export interface S3Options {
   /** Endpoint URL for S3-compatible servers; undefined for AWS S3 itself. */
@@ -64,6 +66,20 @@ const maxSingleCopy = 5 * 1024 * 1024 * 1024;
 const copyPartSize = 512 * 1024 * 1024;
 
 const name = 's3';
+
+// The SDK warns on every failed streamed request that it cannot retry one. Streamed parts are
+// ours to retry (multipart.ts resends them from their buffer, and stops a speculative one on
+// purpose), so that warning is noise here; anything else it says still reaches stderr.
+const sdkLogger = {
+  debug() {},
+  info() {},
+  warn(...args: unknown[]) {
+    if (!String(args[0]).includes('non-retryable streaming request')) console.warn(...args);
+  },
+  error(...args: unknown[]) {
+    console.error(...args);
+  },
+};
 
 function errName(e: unknown): string | undefined {
   return (e as { name?: string; Code?: string } | null)?.name ?? (e as { Code?: string } | null)?.Code;
@@ -92,6 +108,7 @@ export function createS3Driver(opts: S3Options) {
       }),
     maxAttempts: opts.maxAttempts,
     retryMode: 'standard',
+    logger: sdkLogger,
     // S3-compatible servers (RGW, older MinIO) reject or corrupt aws-chunked bodies with
     // trailing checksums, the SDK's default since 2025: send checksums only where required.
     ...(opts.endpoint !== undefined && {
@@ -141,6 +158,10 @@ export function createS3Driver(opts: S3Options) {
   }
 
   async function deleteKeys(keys: string[]): Promise<void> {
+    if (keys.length === 1) {
+      await client.send(new DeleteObjectCommand({ Bucket, Key: keys[0]! }));
+      return;
+    }
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);
       const r = await client.send(
@@ -338,10 +359,9 @@ export function createS3Driver(opts: S3Options) {
     async writer(path, wopts = {}) {
       const k = key(path);
       let uploadId: string | undefined;
-      let parts: { PartNumber: number; ETag: string }[] = [];
-      let sent = 0;
-      let buffer: Buffer[] = [];
-      let buffered = 0;
+      let earlier: SentPart[] = [];
+      let sentBefore = 0;
+      let tail: Buffer | undefined;
       let done = false;
       try {
         if (wopts.append) {
@@ -351,41 +371,33 @@ export function createS3Driver(opts: S3Options) {
           if (open[0]) {
             uploadId = open[0].UploadId;
             const listed = await partsOf(k, uploadId);
-            parts = listed.map(({ PartNumber, ETag }) => ({ PartNumber, ETag }));
-            sent = listed.reduce((n, p) => n + p.Size, 0);
+            earlier = listed.map(({ PartNumber, ETag }) => ({ PartNumber, ETag }));
+            sentBefore = listed.reduce((n, p) => n + p.Size, 0);
           }
-          const tail = await readTail(path);
-          if (tail) {
-            buffer = [tail];
-            buffered = tail.byteLength;
-          }
+          tail = await readTail(path);
         }
       } catch (e) {
         throw wrap(path, e);
       }
 
-      const sendPart = async (body: Buffer) => {
-        uploadId ??= (await client.send(new CreateMultipartUploadCommand({ Bucket, Key: k }))).UploadId!;
-        const PartNumber = parts.length + 1;
-        const r = await client.send(
-          new UploadPartCommand({
-            Bucket,
-            Key: k,
-            UploadId: uploadId,
-            PartNumber,
-            Body: body,
-            ContentLength: body.byteLength,
-          }),
-        );
-        parts.push({ PartNumber, ETag: r.ETag! });
-        sent += body.byteLength;
+      const target: PartTarget = {
+        async begin() {
+          uploadId ??= (await client.send(new CreateMultipartUploadCommand({ Bucket, Key: k }))).UploadId!;
+        },
+        async sendPart(PartNumber, Body, ContentLength, abortSignal) {
+          const r = await client.send(
+            new UploadPartCommand({ Bucket, Key: k, UploadId: uploadId!, PartNumber, Body, ContentLength }),
+            abortSignal ? { abortSignal } : {},
+          );
+          return r.ETag!;
+        },
       };
-      const takeBuffer = () => {
-        const b = Buffer.concat(buffer, buffered);
-        buffer = [];
-        buffered = 0;
-        return b;
-      };
+      const pipeline = createPartPipeline({
+        partSize: opts.partSize,
+        target,
+        nextPart: earlier.length + 1,
+        ...(tail && { initial: tail }),
+      });
       const finish = () => {
         if (done) throw new StorageError(name, path, 'writer already finished');
         done = true;
@@ -393,21 +405,15 @@ export function createS3Driver(opts: S3Options) {
 
       const w: FileWriter = {
         get size() {
-          return sent + buffered;
+          return sentBefore + pipeline.accepted;
+        },
+        expect(total) {
+          pipeline.expect(total - sentBefore);
         },
         async write(chunk) {
           if (done) throw new StorageError(name, path, 'writer already finished');
-          buffer.push(Buffer.from(chunk));
-          buffered += chunk.byteLength;
           try {
-            while (buffered >= opts.partSize) {
-              const all = takeBuffer();
-              await sendPart(all.subarray(0, opts.partSize));
-              if (all.byteLength > opts.partSize) {
-                buffer = [all.subarray(opts.partSize)];
-                buffered = all.byteLength - opts.partSize;
-              }
-            }
+            await pipeline.write(chunk);
           } catch (e) {
             throw wrap(path, e);
           }
@@ -415,19 +421,25 @@ export function createS3Driver(opts: S3Options) {
         async commit() {
           finish();
           try {
-            const rest = takeBuffer();
+            const { parts, rest } = await pipeline.finish();
+            const all = [...earlier, ...parts];
             if (uploadId === undefined) {
               await client.send(
                 new PutObjectCommand({ Bucket, Key: k, Body: rest, ContentLength: rest.byteLength }),
               );
             } else {
-              if (rest.byteLength > 0 || parts.length === 0) await sendPart(rest);
+              if (rest.byteLength > 0 || all.length === 0) {
+                all.push({
+                  PartNumber: all.length + 1,
+                  ETag: await target.sendPart(all.length + 1, rest, rest.byteLength),
+                });
+              }
               await client.send(
                 new CompleteMultipartUploadCommand({
                   Bucket,
                   Key: k,
                   UploadId: uploadId,
-                  MultipartUpload: { Parts: parts },
+                  MultipartUpload: { Parts: all },
                 }),
               );
             }
@@ -440,9 +452,8 @@ export function createS3Driver(opts: S3Options) {
         async cancel() {
           if (done) return;
           done = true;
-          buffer = [];
-          buffered = 0;
           try {
+            await pipeline.abandon();
             if (uploadId !== undefined) await abort(k, uploadId);
             await deleteTail(path);
           } catch (e) {
@@ -452,7 +463,7 @@ export function createS3Driver(opts: S3Options) {
         async close() {
           finish();
           try {
-            const rest = takeBuffer();
+            const { rest } = await pipeline.finish();
             if (rest.byteLength > 0) {
               await client.send(
                 new PutObjectCommand({
@@ -561,29 +572,33 @@ export function createS3Driver(opts: S3Options) {
     },
 
     async delete(path) {
-      let found = false;
+      // What a path can hold: an object, objects below it, and pending writes of either (tails
+      // and open multipart uploads). All of it is looked up at once; one round trip, not six.
+      const k = key(path);
+      const below = async (p: string) => {
+        const out: string[] = [];
+        for await (const page of keysUnder(p)) out.push(...page);
+        return out;
+      };
       try {
-        if (await head(path)) {
-          await client.send(new DeleteObjectCommand({ Bucket, Key: key(path) }));
-          found = true;
-        }
-        for await (const page of keysUnder(dirKey(path))) {
-          if (page.length === 0) continue;
-          found = true;
-          await deleteKeys(page);
-        }
-        // Pending writes of what was deleted go with it: tails and open multipart uploads, of
-        // the path itself and of everything below it.
-        const tails: string[] = [];
-        for await (const page of keysUnder(`${tailKey(path)}/`)) tails.push(...page);
-        if (await keyExists(tailKey(path))) tails.push(tailKey(path));
-        if (tails.length > 0) await deleteKeys(tails);
-        const open = [...(await uploadsFor(key(path))), ...(await uploadsUnder(dirKey(path)))];
-        for (const u of open) await abort(u.Key, u.UploadId);
+        const [file, inside, tailFile, tailsInside, open] = await Promise.all([
+          keyExists(k),
+          below(dirKey(path)),
+          keyExists(tailKey(path)),
+          below(`${tailKey(path)}/`),
+          uploadsUnder(k),
+        ]);
+        const keys = [...(file ? [k] : []), ...inside, ...(tailFile ? [tailKey(path)] : []), ...tailsInside];
+        await Promise.all([
+          deleteKeys(keys),
+          ...open
+            .filter((u) => u.Key === k || u.Key.startsWith(`${k}/`))
+            .map((u) => abort(u.Key, u.UploadId)),
+        ]);
+        if (!file && inside.length === 0) throw new PathNotFoundError(name, path);
       } catch (e) {
         throw wrap(path, e);
       }
-      if (!found) throw new PathNotFoundError(name, path);
     },
   };
   return driver;
