@@ -110,7 +110,7 @@ export const keys = {
     type: 'number',
     default: 16 * 1024 * 1024,
     min: 5 * 1024 * 1024,
-    doc: 'multipart part size in bytes (at least 5 MiB): the most a write buffers in memory',
+    doc: 'multipart part size in bytes (at least 5 MiB); a write holds at most two parts in memory',
   },
   'storage.s3.maxAttempts': {
     type: 'number',
@@ -137,6 +137,37 @@ export const keys = {
     type: 'boolean',
     default: false,
     doc: 'migration: read objects stored before encryption was on (berth keys encrypt-plaintext rewrites them)',
+  },
+  'auth.enabled': {
+    type: 'boolean',
+    default: true,
+    doc: 'require authentication; false is development mode (anyone may do anything: never expose it)',
+  },
+  'auth.adminPassword': {
+    type: 'string',
+    default: undefined,
+    doc: 'password for the bootstrap user admin, created on first start (also BERTH_ADMIN_PASSWORD); generated and printed once when unset',
+  },
+  'auth.service': {
+    type: 'string',
+    default: 'berth',
+    doc: 'service name in token challenges and the audience of issued tokens',
+  },
+  'auth.tokenTtlSeconds': {
+    type: 'number',
+    default: 300,
+    min: 60,
+    doc: 'lifetime of registry tokens in seconds (at least 60)',
+  },
+  'auth.basicOnRegistry': {
+    type: 'boolean',
+    default: true,
+    doc: 'also accept Basic credentials directly on /v2, for clients that do not speak token auth',
+  },
+  'auth.oidcUsername': {
+    type: 'string',
+    default: 'oidc',
+    doc: 'user name that means "the password is an OIDC id token" (docker login -u oidc -p $ID_TOKEN)',
   },
   'registry.manifestMaxBytes': {
     type: 'number',
@@ -171,6 +202,9 @@ export const keys = {
 
 export type ConfigKey = keyof typeof keys;
 
+/** Shorter environment names some keys also answer to (the long name wins when both are set). */
+export const aliases: Partial<Record<ConfigKey, string>> = { 'auth.adminPassword': 'BERTH_ADMIN_PASSWORD' };
+
 export interface Config {
   readonly listen: { readonly host: string; readonly port: number };
   readonly data: string;
@@ -202,6 +236,14 @@ export interface Config {
     readonly keyFile: string;
     readonly keys: readonly string[];
     readonly allowPlaintext: boolean;
+  };
+  readonly auth: {
+    readonly enabled: boolean;
+    readonly adminPassword: string | undefined;
+    readonly service: string;
+    readonly tokenTtlSeconds: number;
+    readonly basicOnRegistry: boolean;
+    readonly oidcUsername: string;
   };
   readonly registry: {
     readonly manifestMaxBytes: number;
@@ -333,7 +375,7 @@ export function loadConfig(sources: ConfigSources = {}): Config {
     }
   }
   for (const key of Object.keys(keys) as ConfigKey[]) {
-    const v = env[envName(key)];
+    const v = env[envName(key)] ?? (aliases[key] && env[aliases[key]]);
     if (v !== undefined) values.set(key, coerce(key, v, true));
   }
   for (const [k, v] of Object.entries(sources.flags ?? {})) {
@@ -404,6 +446,14 @@ function build(v: Map<ConfigKey, unknown>): Config {
       keyFile: resolve(get<string | undefined>('encryption.keyFile') ?? resolve(data, 'keys', 'kek.json')),
       keys: get('encryption.keys'),
       allowPlaintext: get('encryption.allowPlaintext'),
+    },
+    auth: {
+      enabled: get('auth.enabled'),
+      adminPassword: get('auth.adminPassword'),
+      service: get('auth.service'),
+      tokenTtlSeconds: get('auth.tokenTtlSeconds'),
+      basicOnRegistry: get('auth.basicOnRegistry'),
+      oidcUsername: get('auth.oidcUsername'),
     },
     registry: {
       manifestMaxBytes: get('registry.manifestMaxBytes'),

@@ -1,6 +1,7 @@
-// Composition root: config -> storage -> registry -> app -> server. The only wiring point.
+// Composition root: config -> storage -> registry + auth -> app -> server. The only wiring point.
 import { existsSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { createAuth } from './auth/index.ts';
 import type { Config } from './config.ts';
 import { ConfigError } from './errors.ts';
 import { createApp, type RunningServer, startServer } from './http/index.ts';
@@ -21,6 +22,9 @@ import {
   writeKeyFile,
 } from './storage/index.ts';
 import { loadOrCreateTls, type TlsMaterial, trustInstructions, watchTls } from './tls.ts';
+
+/** The `iss` of registry tokens: stable across restarts and host names, unlike a URL. */
+const tokenIssuer = 'berth-token-service';
 
 export interface Berth {
   readonly server: RunningServer;
@@ -125,10 +129,24 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
     uploadIdleMs: config.registry.uploadIdleSeconds * 1000,
   });
 
+  const auth = await createAuth({
+    storage,
+    log: log.child({ module: 'auth' }),
+    issuer: tokenIssuer,
+    service: config.auth.service,
+    tokenTtlSeconds: config.auth.tokenTtlSeconds,
+    enabled: config.auth.enabled,
+    oidcUsername: config.auth.oidcUsername,
+    ...(config.auth.adminPassword !== undefined && { bootstrapPassword: config.auth.adminPassword }),
+  });
+  const { bootstrapPassword } = await auth.start();
+
   let draining = false;
   const app = createApp({
     log,
     registry,
+    auth,
+    authOptions: { service: config.auth.service, basicOnRegistry: config.auth.basicOnRegistry },
     v2: { chunkMinLength: config.registry.chunkMinLength },
     trustProxy: config.server.trustProxy,
     scheme: config.tls.enabled ? 'https' : 'http',
@@ -167,6 +185,21 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
     );
   } else if (!tls) {
     log.warn('TLS is off (tls.enabled=false): serve berth only behind a TLS-terminating proxy');
+  }
+  if (bootstrapPassword !== undefined) {
+    // Shown this once: it is stored only as a scrypt hash.
+    process.stderr.write(
+      [
+        'Created the administrator account. Its password is shown this once:',
+        `  user: admin   password: ${bootstrapPassword}`,
+        `  docker login ${hostPort} -u admin`,
+        'Set auth.adminPassword (or BERTH_ADMIN_PASSWORD) before the first start to choose it instead.',
+        '',
+      ].join('\n'),
+    );
+  }
+  if (!config.auth.enabled) {
+    log.warn('authentication is OFF (auth.enabled=false): anyone who can reach berth may do anything');
   }
 
   log.info(

@@ -60,6 +60,24 @@ export type {
 } from './policy-store.ts';
 export { formatScope, parseScope, parseScopes, type Scope, type ScopeAction } from './scope.ts';
 export {
+  type Auth,
+  AuthError,
+  type AuthErrorReason,
+  type AuthMethod,
+  type AuthOptions,
+  administratorPolicyName,
+  createAuth,
+  devPrincipalName,
+  type Identity,
+  type IdentityPrincipal,
+  type IssuedAccessToken,
+  type IssueTokenOptions,
+  principalRef,
+  type RequestInfo,
+  type SimulatedStatement,
+  type SimulateInput,
+} from './service.ts';
+export {
   type AccessEntry,
   type Claims,
   type IssuedToken,

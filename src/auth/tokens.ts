@@ -478,7 +478,9 @@ export function createTokenService(opts: TokenServiceOptions): TokenService {
     },
 
     async jwks() {
+      // Verifiers may fetch the JWKS before any token exists: there is always a key to publish.
       await ensureLoaded();
+      if (ring.length === 0) await signingKey();
       const t = now();
       const keys = ring.filter((k) => verifiesUntil(k, overlapMs) > t).map((k) => k.publicJwk);
       return { keys: keys.reverse() };

@@ -1,5 +1,6 @@
 // Joins the sub-apps into the one Hono app main.ts serves.
 import { Hono } from 'hono';
+import type { Auth } from '../auth/index.ts';
 import { OciError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Registry } from '../registry/index.ts';
@@ -7,13 +8,16 @@ import type { AppEnv } from './env.ts';
 import { healthRoutes, type Readiness } from './health.ts';
 import { distributionApiVersion, requestContext } from './middleware.ts';
 import { errorResponse } from './respond.ts';
+import { tokenRoutes } from './token.ts';
 import { type V2Options, v2Routes } from './v2.ts';
 
 export interface AppDeps {
   readonly log: Logger;
   readonly registry: Registry;
+  readonly auth: Auth;
+  readonly authOptions: { readonly service: string; readonly basicOnRegistry: boolean };
   readonly readiness: Readiness;
-  readonly v2: V2Options;
+  readonly v2: Pick<V2Options, 'chunkMinLength'>;
   readonly trustProxy?: boolean;
   readonly scheme?: 'http' | 'https';
 }
@@ -26,7 +30,12 @@ export function createApp(deps: AppDeps) {
   );
   app.use(distributionApiVersion());
   app.route('/', healthRoutes(deps.readiness));
-  app.route('/v2', v2Routes(deps.registry, deps.v2));
+  const { service, basicOnRegistry } = deps.authOptions;
+  app.route('/', tokenRoutes({ auth: deps.auth, service }));
+  app.route(
+    '/v2',
+    v2Routes(deps.registry, { ...deps.v2, auth: deps.auth, service, basicAuth: basicOnRegistry }),
+  );
   app.notFound((c) => {
     return errorResponse(
       c,

@@ -12,10 +12,15 @@ import {
 } from '../registry/index.ts';
 import type { AppEnv } from './env.ts';
 import { contentRange, parseRange, parseUploadContentRange } from './range.ts';
+import { checkTagPush, mayPull, type RegistryAuth, registryAccess } from './registry-auth.ts';
 import { sendBlob } from './send.ts';
 
 export interface V2Options {
   readonly chunkMinLength: number;
+  /** Access control: registryAccess() runs before every route; handlers check mounts and tags. */
+  readonly auth: RegistryAuth;
+  readonly service: string;
+  readonly basicAuth: boolean;
 }
 
 type C = Context<AppEnv>;
@@ -27,6 +32,13 @@ function body(c: C): Body | undefined {
   const incoming = c.env?.incoming;
   if (incoming) return incoming as AsyncIterable<Uint8Array>;
   return (c.req.raw.body as AsyncIterable<Uint8Array> | null) ?? undefined;
+}
+
+/** The body's declared length, when the client sent one (not with chunked transfer encoding). */
+function bodyLength(c: C): number | undefined {
+  const v = c.req.header('content-length');
+  if (v === undefined || !/^\d{1,15}$/.test(v)) return undefined;
+  return Number(v);
 }
 
 /** Reads a whole body of at most `max` bytes (manifests); 413 beyond that. */
@@ -79,6 +91,7 @@ function blobCreated(c: C, name: string, digest: string): Response {
 
 export function v2Routes(registry: Registry, opts: V2Options) {
   const app = new Hono<AppEnv>();
+  app.use(registryAccess({ auth: opts.auth, service: opts.service, basic: opts.basicAuth }));
   const name = (c: C) => {
     const n = c.req.param('name') ?? '';
     registry.assertName(n);
@@ -138,6 +151,7 @@ export function v2Routes(registry: Registry, opts: V2Options) {
       bytes,
       c.req.header('content-type'),
       extraTags,
+      (tag, moves) => checkTagPush(c, opts.auth, repo, tag, moves),
     );
     c.header('Location', `/v2/${repo}/manifests/${result.digest.value}`);
     c.header('Docker-Content-Digest', result.digest.value);
@@ -161,14 +175,17 @@ export function v2Routes(registry: Registry, opts: V2Options) {
       const d = parseDigest(mount);
       const from = c.req.query('from');
       if (from !== undefined) registry.assertName(from);
-      const mounted = await registry.mountBlob(repo, d, from);
+      // With auth on, a mount needs a source the caller may read: knowing a digest is no right
+      // to its bytes, so a mount without `from` is never honoured then.
+      const allowed = from !== undefined ? await mayPull(c, opts.auth, from) : !opts.auth.enabled;
+      const mounted = allowed && (await registry.mountBlob(repo, d, from));
       if (mounted) return blobCreated(c, repo, d.value);
       // Not mountable: the spec asks for an ordinary upload session instead.
     }
     const digest = c.req.query('digest');
     if (digest !== undefined && mount === undefined) {
       const d = parseDigest(digest);
-      await registry.monolithicUpload(repo, d, body(c) ?? noBody);
+      await registry.monolithicUpload(repo, d, body(c) ?? noBody, bodyLength(c));
       return blobCreated(c, repo, d.value);
     }
     const alg = c.req.query('digest-algorithm');
@@ -198,7 +215,7 @@ export function v2Routes(registry: Registry, opts: V2Options) {
       if (!range)
         throw new OciError('RANGE_INVALID', `malformed Content-Range: ${rangeHeaderValue.slice(0, 100)}`);
     }
-    const { size } = await registry.appendUpload(repo, id, body(c) ?? noBody, range);
+    const { size } = await registry.appendUpload(repo, id, body(c) ?? noBody, range, bodyLength(c));
     return uploadResponse(c, 202, repo, id, size);
   });
 
@@ -207,7 +224,7 @@ export function v2Routes(registry: Registry, opts: V2Options) {
     const digest = c.req.query('digest');
     if (digest === undefined) throw new OciError('DIGEST_INVALID', 'the digest query parameter is required');
     const d = parseDigest(digest);
-    await registry.finishUpload(repo, c.req.param('id'), d, body(c));
+    await registry.finishUpload(repo, c.req.param('id'), d, body(c), bodyLength(c));
     return blobCreated(c, repo, d.value);
   });
 

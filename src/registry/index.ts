@@ -103,11 +103,13 @@ export function createRegistry(storage: StorageDriver, opts: RegistryOptions) {
     // --- uploads -------------------------------------------------------------------------
     startUpload: (name: string, algorithm?: Algorithm) => uploads.start(name, algorithm),
     uploadStatus: (name: string, id: string) => uploads.status(name, id),
-    appendUpload: (name: string, id: string, body: Body, range?: ContentRange) =>
-      uploads.append(name, id, body, range),
-    finishUpload: (name: string, id: string, d: Digest, body?: Body) => uploads.finish(name, id, d, body),
+    appendUpload: (name: string, id: string, body: Body, range?: ContentRange, length?: number) =>
+      uploads.append(name, id, body, range, length),
+    finishUpload: (name: string, id: string, d: Digest, body?: Body, length?: number) =>
+      uploads.finish(name, id, d, body, length),
     cancelUpload: (name: string, id: string) => uploads.cancel(name, id),
-    monolithicUpload: (name: string, d: Digest, body: Body) => uploads.monolithic(name, d, body),
+    monolithicUpload: (name: string, d: Digest, body: Body, length?: number) =>
+      uploads.monolithic(name, d, body, length),
 
     // --- manifests -----------------------------------------------------------------------
     async putManifest(
@@ -116,6 +118,11 @@ export function createRegistry(storage: StorageDriver, opts: RegistryOptions) {
       bytes: Uint8Array,
       contentType: string | undefined,
       extraTags: readonly string[] = [],
+      /**
+       * Asked before anything is stored, once per tag the push sets, with whether the tag now
+       * points at another manifest (so a caller can refuse moving it); a rejection stops the push.
+       */
+      beforeTag?: (tag: string, moves: boolean) => Promise<void>,
     ): Promise<PutManifestResult> {
       if (bytes.byteLength > opts.manifestMaxBytes) {
         throw new OciError('SIZE_TOO_LARGE', `manifest larger than ${opts.manifestMaxBytes} bytes`);
@@ -131,6 +138,13 @@ export function createRegistry(storage: StorageDriver, opts: RegistryOptions) {
         });
       }
       const parsed = parseManifest(bytes, contentType);
+      const setTags = [...new Set([...(byDigest ? [] : [reference]), ...extraTags])];
+      if (beforeTag) {
+        for (const t of setTags) {
+          const current = await tags.resolve(name, t);
+          await beforeTag(t, current !== undefined && current.value !== digest.value);
+        }
+      }
       await manifests.checkReferences(name, parsed);
       await manifests.store(name, digest, bytes, parsed.mediaType);
       if (parsed.subject) {
@@ -143,7 +157,6 @@ export function createRegistry(storage: StorageDriver, opts: RegistryOptions) {
         };
         await referrers.add(name, parsed.subject, digest, d);
       }
-      const setTags = [...new Set([...(byDigest ? [] : [reference]), ...extraTags])];
       for (const t of setTags) await tags.set(name, t, digest);
       await catalog.add(name);
       emit({

@@ -17,6 +17,9 @@ let image: string;
 beforeAll(async () => {
   [berth, dockerd] = await Promise.all([startBerth(), startDockerd()]);
   dockerd.trust(berth.hostPort, berth.caPath);
+  // Token auth, as docker does it against any registry: /v2/ challenges, /token signs in.
+  const login = await dockerd.login(berth.hostPort, berth.admin.username, berth.admin.password);
+  expect(login.stdout).toContain('Login Succeeded');
   image = `${berth.hostPort}/docker/busybox:1.0`;
   // An image made of the busybox-static binary alone: nothing comes from the internet.
   context = mkdtempSync(join(tmpdir(), 'berth-docker-ctx-'));

@@ -50,7 +50,7 @@ const manifest = JSON.stringify({
 
 beforeAll(async () => {
   berth = await startBerth();
-  call = httpsClient(berth.url, berth.caPath);
+  call = httpsClient(berth.url, berth.caPath, berth.adminBasic);
 });
 afterAll(async () => {
   await berth?.stop();
@@ -128,7 +128,7 @@ describe('key rotation under load', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'berth-rotate-'));
     let server = await startBerth({ dataDir });
     try {
-      let c = httpsClient(server.url, server.caPath);
+      let c = httpsClient(server.url, server.caPath, server.adminBasic);
       const oldId = /^(\S+)\s+\(current\)/m.exec((await keys(dataDir, 'list')).out)![1]!;
       const blobs = Array.from({ length: 60 }, (_, i) =>
         Buffer.concat([Buffer.from(`blob ${i} `), randomBytes(64 * 1024 + i)]),
@@ -152,7 +152,7 @@ describe('key rotation under load', () => {
       expect(retired.out).toContain(`retired ${oldId}`);
       await server.stop();
       server = await startBerth({ dataDir });
-      c = httpsClient(server.url, server.caPath);
+      c = httpsClient(server.url, server.caPath, server.adminBasic);
       for (const b of blobs) {
         const r = await c(`/v2/load/test/blobs/${sha256(b)}`);
         expect(r.status).toBe(200);

@@ -21,8 +21,9 @@ const json = (r: HttpsReply) => JSON.parse(r.body.toString());
 beforeAll(async () => {
   berth = await startBerth();
   reg = berth.hostPort;
-  call = httpsClient(berth.url, berth.caPath);
+  call = httpsClient(berth.url, berth.caPath, berth.adminBasic);
   t = containerTools(berth.caPath);
+  await t.login(berth.hostPort, berth.admin.username, berth.admin.password);
   await t.buildBusybox('localhost/multi:amd64', { arch: 'amd64', message: 'amd64' });
   await t.buildBusybox('localhost/multi:arm64', { arch: 'arm64', message: 'arm64' });
 });

@@ -12,6 +12,7 @@ beforeAll(async () => {
   berth = await startBerth();
   reg = berth.hostPort;
   t = containerTools(berth.caPath);
+  await t.login(berth.hostPort, berth.admin.username, berth.admin.password);
   await t.buildBusybox('localhost/bb:1');
 });
 

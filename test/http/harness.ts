@@ -1,6 +1,7 @@
 // In-process harness for the HTTP suites: the real app over a memory (or given) driver,
 // exercised with app.request(). What only a socket shows is tested in test/e2e/.
 import { createHash } from 'node:crypto';
+import { type Auth, createAuth } from '../../src/auth/index.ts';
 import { createApp } from '../../src/http/index.ts';
 import { silentLogger } from '../../src/log.ts';
 import { createRegistry, type Registry } from '../../src/registry/index.ts';
@@ -9,6 +10,7 @@ import { checked, createMemoryDriver, type StorageDriver } from '../../src/stora
 export interface Harness {
   readonly storage: StorageDriver;
   readonly registry: Registry;
+  readonly auth: Auth;
   request(path: string, init?: RequestInit): Promise<Response>;
   /** Pushes a blob monolithically into repo and returns its digest. */
   pushBlob(repo: string, bytes: Uint8Array | string): Promise<string>;
@@ -25,6 +27,9 @@ export function makeHarness(
     manifestMaxBytes?: number;
     chunkMinLength?: number;
     deleteEnabled?: boolean;
+    /** Authentication and policies on (the default in production; off here unless a suite tests them). */
+    auth?: boolean;
+    basicOnRegistry?: boolean;
   } = {},
 ): Harness {
   const storage = opts.storage ?? checked(createMemoryDriver());
@@ -34,9 +39,20 @@ export function makeHarness(
     deleteEnabled: opts.deleteEnabled ?? true,
     uploadIdleMs: 60_000,
   });
+  const auth = createAuth({
+    storage,
+    log: silentLogger,
+    issuer: 'berth-token-service',
+    service: 'berth',
+    enabled: opts.auth ?? false,
+    bootstrapPassword: 'admin-password',
+    scryptCost: 2 ** 10,
+  });
   const app = createApp({
     log: silentLogger,
     registry,
+    auth,
+    authOptions: { service: 'berth', basicOnRegistry: opts.basicOnRegistry ?? true },
     v2: { chunkMinLength: opts.chunkMinLength ?? 0 },
     readiness: { check: async () => {}, draining: () => false },
   });
@@ -44,6 +60,7 @@ export function makeHarness(
   return {
     storage,
     registry,
+    auth,
     request,
     async pushBlob(repo, bytes) {
       const digest = sha256(bytes);

@@ -22,11 +22,15 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
+// Auth is on, as in production: requests sign in as the bootstrap admin with Basic credentials.
+const adminPassword = 'server-test-password';
+const asAdmin = `Basic ${Buffer.from(`admin:${adminPassword}`).toString('base64')}`;
+
 async function boot(env: Record<string, string> = {}, log = silentLogger) {
   const data = mkdtempSync(join(tmpdir(), 'berth-server-'));
   dirs.push(data);
   const config = loadConfig({
-    env: { BERTH_SERVER_SHUTDOWN_TIMEOUT_SECONDS: '10', ...env },
+    env: { BERTH_SERVER_SHUTDOWN_TIMEOUT_SECONDS: '10', BERTH_ADMIN_PASSWORD: adminPassword, ...env },
     flags: { listen: '127.0.0.1:0', data },
   });
   const berth = await start(config, log);
@@ -49,6 +53,8 @@ function call(
     body?: Buffer;
     headers?: Record<string, string>;
     servername?: string;
+    /** Send no credentials. */
+    anonymous?: boolean;
   } = {},
 ): Promise<Reply> {
   return new Promise((resolve, reject) => {
@@ -60,7 +66,7 @@ function call(
         path,
         method: opts.method ?? 'GET',
         ca: opts.ca,
-        headers: opts.headers,
+        headers: { ...(!opts.anonymous && { Authorization: asAdmin }), ...opts.headers },
         servername: opts.servername,
       },
       (res) => {
@@ -77,6 +83,30 @@ function call(
 }
 
 describe('HTTPS server', () => {
+  it('challenges callers without credentials with the token realm they reached it at', async () => {
+    const { port, data } = await boot();
+    const ca = readFileSync(join(data, 'tls', 'ca.crt'));
+    const res = await call(port, '/v2/', { ca, servername: 'localhost', anonymous: true });
+    expect(res.status).toBe(401);
+    expect(res.headers['www-authenticate']).toBe(
+      `Bearer realm="https://127.0.0.1:${port}/token",service="berth"`,
+    );
+    expect(res.headers['docker-distribution-api-version']).toBe('registry/2.0');
+    const token = await call(port, '/token?service=berth&scope=repository:app:pull,push', {
+      ca,
+      servername: 'localhost',
+    });
+    expect(token.status).toBe(200);
+    const body = JSON.parse(token.body.toString()) as { token: string; expires_in: number };
+    expect(body.expires_in).toBe(300);
+    const withToken = await call(port, '/v2/', {
+      ca,
+      servername: 'localhost',
+      headers: { Authorization: `Bearer ${body.token}` },
+    });
+    expect(withToken.status).toBe(200);
+  });
+
   it('serves /v2/ over HTTPS with its own CA, keeping private keys 0600', async () => {
     const { data, port } = await boot();
     const ca = readFileSync(join(data, 'tls', 'ca.crt'));
@@ -129,7 +159,7 @@ describe('HTTPS server', () => {
           method: 'POST',
           ca,
           servername: 'localhost',
-          headers: { 'Content-Length': String(blob.length) },
+          headers: { 'Content-Length': String(blob.length), Authorization: asAdmin },
         },
         (res) => {
           res.resume();
@@ -201,6 +231,7 @@ describe('plain HTTP behind a proxy', () => {
           method: 'POST',
           agent: false,
           headers: {
+            Authorization: asAdmin,
             'X-Forwarded-For': '203.0.113.7, 10.0.0.1',
             'X-Forwarded-Proto': 'https',
             'X-Forwarded-Host': 'registry.example.com',

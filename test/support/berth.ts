@@ -5,6 +5,10 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 export interface RunningBerth {
+  /** The bootstrap administrator (auth is on, as by default). */
+  readonly admin: { readonly username: string; readonly password: string };
+  /** An Authorization header value signing in as the administrator with Basic credentials. */
+  readonly adminBasic: string;
   readonly url: string;
   /** 127.0.0.1:PORT, as clients name the registry. */
   readonly hostPort: string;
@@ -17,6 +21,9 @@ export interface RunningBerth {
 
 const root = resolve(import.meta.dirname, '..', '..');
 
+/** The bootstrap admin's password in every berth the suites start (auth is on, as by default). */
+export const adminPassword = 'e2e-admin-password';
+
 export async function startBerth(
   opts: { dataDir?: string; args?: string[]; env?: Record<string, string> } = {},
 ): Promise<RunningBerth> {
@@ -24,7 +31,11 @@ export async function startBerth(
   const child = spawn(
     process.execPath,
     ['src/cli.ts', 'serve', '--listen', '127.0.0.1:0', '--data', dataDir, ...(opts.args ?? [])],
-    { cwd: root, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] },
+    {
+      cwd: root,
+      env: { ...process.env, BERTH_ADMIN_PASSWORD: adminPassword, ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
   );
   // If the test process ends without stop() (a crash, a timeout), take the server with it.
   const reap = () => child.kill('SIGKILL');
@@ -84,6 +95,8 @@ export async function startBerth(
     throw e;
   }
   return {
+    admin: { username: 'admin', password: adminPassword },
+    adminBasic: `Basic ${Buffer.from(`admin:${adminPassword}`).toString('base64')}`,
     url: info.url,
     hostPort: info.address,
     caPath: info.caPath,

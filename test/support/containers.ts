@@ -11,6 +11,8 @@ export interface ContainerTools {
   podman(...args: string[]): Promise<RunResult>;
   buildah(...args: string[]): Promise<RunResult>;
   skopeo(...args: string[]): Promise<RunResult>;
+  /** podman login: the credentials land in the auth file podman, buildah and skopeo share here. */
+  login(registry: string, username: string, password: string): Promise<RunResult>;
   /** Builds a one-binary busybox image into local storage as `name`, for the given architecture. */
   buildBusybox(name: string, opts?: { arch?: string; message?: string }): Promise<void>;
   cleanup(): Promise<void>;
@@ -42,6 +44,12 @@ export function containerTools(caPath: string): ContainerTools {
     podman: (...args) => run(podman, [...storage, ...args], { env, timeoutMs }),
     buildah: (...args) => run(buildah, [...storage, ...args], { env, timeoutMs }),
     skopeo: (...args) => run(skopeo, ['--policy', policy, ...args], { env, timeoutMs }),
+    login: (registry, username, password) =>
+      run(podman, ['login', '--cert-dir', certDir, '-u', username, '--password-stdin', registry], {
+        env,
+        timeoutMs,
+        input: password,
+      }),
     async buildBusybox(name, opts = {}) {
       const ctr = (await self.buildah('from', '--arch', opts.arch ?? 'amd64', 'scratch')).stdout.trim();
       await self.buildah('copy', ctr, tool('busybox'), '/bin/busybox');

@@ -8,6 +8,8 @@ import { type RunResult, run, tool } from './tools.ts';
 
 export interface Dockerd {
   docker(...args: string[]): Promise<RunResult>;
+  /** docker login with the password on stdin, as CI scripts do. */
+  login(registry: string, username: string, password: string): Promise<RunResult>;
   /** Makes the daemon trust caPath for registry hostPort (removed again by stop()). */
   trust(hostPort: string, caPath: string): void;
   stop(): Promise<void>;
@@ -58,6 +60,12 @@ export async function startDockerd(): Promise<Dockerd> {
 
   return {
     docker: (...args) => run(docker, args, { env, timeoutMs: 180_000 }),
+    login: (registry, username, password) =>
+      run(docker, ['login', '-u', username, '--password-stdin', registry], {
+        env,
+        timeoutMs: 60_000,
+        input: password,
+      }),
     trust(hostPort, caPath) {
       const certDir = join('/etc/docker/certs.d', hostPort);
       mkdirSync(certDir, { recursive: true });

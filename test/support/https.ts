@@ -8,7 +8,11 @@ export interface HttpsReply {
   readonly body: Buffer;
 }
 
-export function httpsClient(base: string, caPath: string) {
+/**
+ * Requests carry `authorization` (e.g. berth's admin credentials from startBerth) unless a call
+ * sets its own Authorization header.
+ */
+export function httpsClient(base: string, caPath: string, authorization?: string) {
   const ca = readFileSync(caPath);
   return (
     path: string,
@@ -17,7 +21,11 @@ export function httpsClient(base: string, caPath: string) {
     new Promise<HttpsReply>((resolve, reject) => {
       const req = request(
         new URL(path, base),
-        { method: opts.method ?? 'GET', headers: opts.headers, ca },
+        {
+          method: opts.method ?? 'GET',
+          headers: { ...(authorization && { Authorization: authorization }), ...opts.headers },
+          ca,
+        },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));

@@ -11,10 +11,10 @@ export interface RunResult {
 export function run(
   cmd: string,
   args: readonly string[],
-  opts: { env?: Record<string, string>; timeoutMs?: number; cwd?: string } = {},
+  opts: { env?: Record<string, string>; timeoutMs?: number; cwd?: string; input?: string } = {},
 ): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    execFile(
+    const child = execFile(
       cmd,
       args,
       {
@@ -33,6 +33,8 @@ export function run(
         } else resolve({ stdout, stderr });
       },
     );
+    // Secrets go through stdin, never argv (where ps would show them).
+    child.stdin?.end(opts.input ?? '');
   });
 }
 

@@ -1,0 +1,1151 @@
+// The auth facade: the one object http/ and main.ts use. It wires the building blocks together
+// (identities, policies, tokens, federation, audit, throttle) and answers the questions a request
+// asks: who is this (authenticate*), what may they have (grant, for the token endpoint), may they
+// do this now (authorize), and what would a policy say (simulate, for the admin API).
+//
+// Principals travel inside registry tokens. An access token carries, in its `berth` claim, the
+// principal's type, name, groups and tags, how it authenticated and, for a role session, a bounded
+// subset of the OIDC claims, so that a request bearing it is decided without reading storage and
+// without asking the identity store again. The price is that a change to a user (groups, tags,
+// disabling) reaches bearer requests only when their token expires: the token TTL (default five
+// minutes) bounds it. Refresh tokens carry only the subject and are re-resolved on every use.
+//
+// Subjects are principal references: `user/alice`, `serviceaccount/ci`, `role/deployer`,
+// `anonymous`. They are the `sub` of access and refresh tokens and the audit actor.
+import { type Logger, silentLogger } from '../log.ts';
+import type { StorageDriver } from '../storage/index.ts';
+import { canonicalAction } from './actions.ts';
+import { type AuditEvent, type AuditLog, createAuditLog } from './audit.ts';
+import type { RequestContext } from './conditions.ts';
+import { createFederation, type Federation, FederationError, type FederationRole } from './federation.ts';
+import {
+  AuthStoreError,
+  bootstrapAdminGroup,
+  createIdentityStore,
+  type IdentityStore,
+  isAccessKeyId,
+  isValidIdentityName,
+  type PrincipalInfo,
+} from './identities.ts';
+import {
+  type AttachedPolicy,
+  type Decision,
+  evaluate,
+  isValidResource,
+  type PrincipalType,
+  reasonCode,
+} from './policy.ts';
+import { createPolicyStore, type PolicyStore } from './policy-store.ts';
+import type { Scope, ScopeAction } from './scope.ts';
+import { readJson, writeJson } from './store.ts';
+import { createThrottle, type Throttle } from './throttle.ts';
+import {
+  type AccessEntry,
+  type Claims,
+  createTokenService,
+  type JwkSet,
+  TokenError,
+  type TokenService,
+} from './tokens.ts';
+
+// ---- public types -------------------------------------------------------------------------------
+
+export interface AuthOptions {
+  storage: StorageDriver;
+  log: Logger;
+  /** Token issuer: the registry's own URL (e.g. https://127.0.0.1:5000). Also the audience of refresh tokens. */
+  issuer: string;
+  /** The registry's service name: the audience of access tokens (the `service` of the token endpoint). */
+  service: string;
+  /** Lifetime of access tokens in seconds; default 300, at least 60. */
+  tokenTtlSeconds?: number;
+  /**
+   * false = development mode: every request is allowed as the principal
+   * `{type: 'user', name: 'anonymous-dev'}`, whatever credentials it brings. Logged loudly.
+   * Default true.
+   */
+  enabled?: boolean;
+  /** Password of the bootstrap admin; otherwise one is generated on first start and returned by start(). */
+  bootstrapPassword?: string;
+  /**
+   * The Basic-auth user name meaning "the password is an OIDC id token" (default 'oidc'). A user
+   * of that name cannot log in with a password.
+   */
+  oidcUsername?: string;
+  /** Login throttling; see throttle.ts for the defaults (10 failures in 300 s lock for 60 s). */
+  throttle?: { maxFailures?: number; windowSeconds?: number; lockoutSeconds?: number };
+  /** scrypt N for new password and key hashes. Lower it in tests only. */
+  scryptCost?: number;
+  /** Milliseconds since the epoch. */
+  now?: () => number;
+  /** For OIDC discovery and JWKS requests. */
+  fetch?: typeof fetch;
+}
+
+/** What the HTTP layer knows about the request that authenticates or is being decided. */
+export interface RequestInfo {
+  sourceIp: string;
+  requestId?: string;
+  /** Whether the request came over TLS (berth:SecureTransport). */
+  secure: boolean;
+}
+
+export type AuthMethod = 'password' | 'accesskey' | 'oidc' | 'token' | 'anonymous';
+
+export interface IdentityPrincipal {
+  readonly type: PrincipalType;
+  readonly name: string;
+  readonly groups: readonly string[];
+  readonly tags: Readonly<Record<string, string>>;
+}
+
+/** An authenticated (or anonymous) caller. Plain data: it survives a trip through a token. */
+export interface Identity {
+  readonly principal: IdentityPrincipal;
+  /**
+   * How the caller proved who they are. Kept across tokens: a bearer token or a refresh token
+   * says how the session it belongs to began (`password`, `accesskey`, `oidc`), so a condition on
+   * berth:AuthMethod means the same on every request of the session. `token` is used only for a
+   * bearer token that does not say (never one issued by this service).
+   */
+  readonly authMethod: AuthMethod;
+  /** The access key the session began with. */
+  readonly accessKeyId?: string;
+  /** Role sessions: the OIDC claims kept for conditions (the `oidc:*` keys); a bounded subset. */
+  readonly claims?: Readonly<Record<string, string | readonly string[]>>;
+  /** Role sessions: who assumed the role, `oidc:<issuer>#<sub>`. */
+  readonly sessionSubject?: string;
+  /**
+   * When the credentials behind this identity stop counting (seconds since the epoch): the end of
+   * a role session, or the expiry of the bearer token it came from. Tokens issued for it expire
+   * no later, so a session cannot be stretched by trading its token for a new one.
+   */
+  readonly expiresAt?: number;
+}
+
+export type AuthErrorReason = 'bad-credentials' | 'throttled' | 'invalid-token' | 'federation';
+
+/**
+ * An authentication failure. `message` and `detail` are safe to show the client: they never name a
+ * policy or say whether a user exists. 'throttled' maps to 429 with Retry-After; the rest to 401.
+ */
+export class AuthError extends Error {
+  readonly reason: AuthErrorReason;
+  /** With 'throttled': seconds until another attempt may be made. */
+  readonly retryAfterSeconds?: number;
+  /**
+   * With 'invalid-token': why (a TokenErrorReason such as `expired` or `wrong-audience`, or
+   * `principal-unavailable`, `client-mismatch`). With 'federation': the FederationErrorReason.
+   */
+  readonly detail?: string;
+  /** With 'federation' and detail `ambiguous-role`: the roles the caller may choose from. */
+  readonly roles?: readonly string[];
+  constructor(
+    reason: AuthErrorReason,
+    message: string,
+    opts: { retryAfterSeconds?: number; detail?: string; roles?: readonly string[]; cause?: unknown } = {},
+  ) {
+    super(message, { cause: opts.cause });
+    this.name = 'AuthError';
+    this.reason = reason;
+    if (opts.retryAfterSeconds !== undefined) this.retryAfterSeconds = opts.retryAfterSeconds;
+    if (opts.detail !== undefined) this.detail = opts.detail;
+    if (opts.roles !== undefined) this.roles = opts.roles;
+  }
+}
+
+export interface SimulatedStatement {
+  readonly policyId: string;
+  readonly sid?: string;
+  readonly index: number;
+  readonly effect: 'Allow' | 'Deny';
+  /** The statement as validated (list elements normalized to arrays). */
+  readonly statement: unknown;
+}
+
+export interface SimulateInput {
+  /** `user`, `serviceaccount`, `role` or `anonymous`; looked up so its groups and tags count. */
+  principal: { type: string; name: string };
+  action: string;
+  resource: string;
+  /** Condition keys; they override the defaults (current time, the principal's tags, ...). */
+  context?: Readonly<Record<string, string | readonly string[]>>;
+}
+
+export interface IssueTokenOptions {
+  /**
+   * Also issue a refresh token (the token endpoint's offline_token / access_type=offline). Only
+   * for users and service accounts that logged in with a password or an access key; for anyone
+   * else (role sessions, anonymous, identities from a bearer token) the request is ignored.
+   */
+  offline?: boolean;
+  /** The OAuth2 client id the refresh token is bound to; default 'berth'. */
+  clientId?: string;
+}
+
+export interface IssuedAccessToken {
+  token: string;
+  /** Seconds. */
+  expiresIn: number;
+  /** RFC 3339. */
+  issuedAt: string;
+  refreshToken?: string;
+}
+
+export interface Auth {
+  /** false in development mode (see AuthOptions.enabled). */
+  readonly enabled: boolean;
+  /**
+   * The identity store, for the admin API. Changing a user's password, disabling it or deleting
+   * it (or deleting a service account) through this object also revokes its refresh tokens, and
+   * deleting any identity detaches its policies.
+   */
+  readonly identities: IdentityStore;
+  readonly policies: PolicyStore;
+  readonly federation: Federation;
+  readonly audit: AuditLog;
+  readonly tokens: TokenService;
+
+  /**
+   * Bootstrap, on the first start only (a marker in storage records that it ran): user `admin` in
+   * group `admins` and a managed policy `AdministratorAccess` (Allow * on *) attached to group
+   * `admins`. Each step is idempotent, so a start that crashed halfway completes on the next one;
+   * once done, later starts leave what administrators changed alone (a deleted admin user is not
+   * recreated). Returns the generated admin password the one time one is generated.
+   */
+  start(): Promise<{ bootstrapPassword?: string }>;
+
+  /**
+   * Basic credentials to an identity: a user name and password; an access key id (`BK...`) and its
+   * secret; or the OIDC user name (AuthOptions.oidcUsername) and an id token, exchanged for the one
+   * role that trusts it. Throttled per `ip:<sourceIp>` and per `account:<name>` (OIDC: per address
+   * only): AuthError 'throttled' with retryAfterSeconds. Failures are AuthError 'bad-credentials'
+   * (or 'federation'). Every outcome is audited (type 'authn').
+   */
+  authenticateBasic(username: string, secret: string, req: RequestInfo): Promise<Identity>;
+
+  /**
+   * A registry access token (Authorization: Bearer) to the identity it was issued to and the access
+   * entries it carries. Checks signature, issuer, audience and expiry only: no storage read and no
+   * audit. Failures are AuthError 'invalid-token' with the TokenError reason as detail.
+   */
+  authenticateBearer(token: string, req: RequestInfo): Promise<Identity & { access: AccessEntry[] }>;
+
+  /**
+   * The refresh_token grant: verifies the refresh token (not revoked, and bound to `clientId` when
+   * one is given), then resolves its subject again, so a deleted or disabled user, a deleted service
+   * account or a deactivated access key ends the session. Throttled per address; audited.
+   */
+  authenticateRefresh(
+    refreshToken: string,
+    req: RequestInfo,
+    opts?: { clientId?: string },
+  ): Promise<Identity>;
+
+  /**
+   * An OIDC id token to a role session (AssumeRoleWithWebIdentity): `role` names the role, else the
+   * one role whose trust policy accepts the token. The session is principal {type 'role', name,
+   * groups [], tags: the role's}, its claims feed `oidc:*` conditions, and it lasts the role's
+   * maxSessionSeconds. Throttled per address; audited. Failures are AuthError 'federation' with the
+   * FederationError reason as detail.
+   */
+  exchangeIdToken(idToken: string, req: RequestInfo, role?: string): Promise<Identity>;
+
+  /** The identity of a request without credentials (in development mode, the dev principal). */
+  anonymous(): Identity;
+
+  /**
+   * The token endpoint's grant: for each scope, the subset of its actions the identity may do
+   * (pull: registry:Pull, push: registry:Push, delete: registry:Delete on `repository/<name>`,
+   * `*`: granted only when all three are; registry:catalog:* is registry:Catalog on
+   * `repository/*`). Never throws for a partial grant: denied actions are left out and audited
+   * ('decision', Deny); a scope with nothing granted stays, with no actions. Names are kept as given, so a
+   * scope naming `host:port/repo` matches no policy and is granted nothing. In development mode
+   * everything asked for is granted.
+   */
+  grant(identity: Identity, scopes: readonly Scope[], req: RequestInfo): Promise<AccessEntry[]>;
+
+  /**
+   * Issues a registry access token for the identity and access, lasting the token TTL (less for a
+   * role session or a bearer-derived identity that ends sooner), and a refresh token when asked and
+   * allowed (IssueTokenOptions.offline). Audited ('token'). AuthError 'invalid-token' (detail
+   * 'expired') when the identity's session has less than a minute left.
+   */
+  issueToken(
+    identity: Identity,
+    access: readonly AccessEntry[],
+    opts?: IssueTokenOptions,
+  ): Promise<IssuedAccessToken>;
+
+  /**
+   * One decision at request time (admin API operations, tag overwrite on manifest PUT, ListTags,
+   * ...): the identity policies of the principal and its groups (or its role), plus, for
+   * `repository/...` resources, the repository policies covering the repository. Context keys
+   * filled in: berth:SourceIp, berth:CurrentTime, berth:EpochTime, berth:SecureTransport,
+   * berth:AuthMethod, berth:PrincipalTag/<key>, oidc:<claim> (role sessions), and `extra` (e.g.
+   * berth:Tag; keys colliding with the ones filled in are ignored). Deny decisions are audited.
+   * Policies come from memory after the first load. In development mode always Allow.
+   */
+  authorize(
+    identity: Identity,
+    action: string,
+    resource: string,
+    req: RequestInfo,
+    extra?: Record<string, string>,
+  ): Promise<Decision>;
+
+  /**
+   * The policy simulator of the admin API: the decision for a named principal (looked up, so its
+   * groups and tags count; disabled users too) with a caller-supplied context, and each matching
+   * statement with the policy it came from. Not audited. AuthStoreError INVALID for an unknown
+   * principal type, action or a malformed resource; NOT_FOUND for an unknown principal.
+   */
+  simulate(input: SimulateInput): Promise<Decision & { statements: SimulatedStatement[] }>;
+
+  /** The public keys that verify access tokens, for /.well-known/jwks.json. */
+  jwks(): Promise<JwkSet>;
+
+  /**
+   * Revokes every refresh token of a subject issued up to now: `user/alice`, `serviceaccount/ci`.
+   * `identities` already does this on password changes, disabling and deletion; this is for
+   * anything else that should end sessions (e.g. an access key's deletion, an admin's "log out").
+   */
+  revokeSessions(subject: string): Promise<void>;
+}
+
+// ---- constants and pure helpers -----------------------------------------------------------------
+
+/** The principal every request runs as in development mode. */
+export const devPrincipalName = 'anonymous-dev';
+export const administratorPolicyName = 'AdministratorAccess';
+export const administratorPolicy = Object.freeze({
+  Version: '2012-10-17',
+  Statement: [{ Sid: 'AdministratorAccess', Effect: 'Allow', Action: '*', Resource: '*' }],
+});
+
+const bootstrapMarkerPath = '/auth/bootstrap.json';
+const sessionClaim = 'berth';
+const defaultClientId = 'berth';
+const authMethods: readonly AuthMethod[] = ['password', 'accesskey', 'oidc', 'token', 'anonymous'];
+const principalTypes: readonly PrincipalType[] = ['user', 'serviceaccount', 'role', 'anonymous'];
+const scopeActions: Readonly<Record<Exclude<ScopeAction, '*'>, string>> = {
+  pull: 'registry:Pull',
+  push: 'registry:Push',
+  delete: 'registry:Delete',
+};
+// Bounds on the OIDC claims a role session keeps (and carries in every token).
+export const maxSessionClaims = 32;
+export const maxClaimValueLength = 256;
+const maxClaimNameLength = 64;
+const maxClaimArrayLength = 32;
+// Different on every token and useless in a condition: not worth carrying.
+const droppedClaims = new Set(['exp', 'iat', 'nbf', 'jti', 'auth_time']);
+const preferredClaims = ['iss', 'sub', 'aud'];
+// Audit strings that come from the caller are cut to this.
+const maxAuditText = 256;
+
+const frozenEmpty = Object.freeze({}) as Readonly<Record<string, string>>;
+
+/** `user/alice`, `role/deployer`, `anonymous`: the token subject and audit actor of a principal. */
+export function principalRef(p: { type: PrincipalType; name: string }): string {
+  return p.type === 'anonymous' ? 'anonymous' : `${p.type}/${p.name}`;
+}
+
+function anonymousIdentity(): Identity {
+  return {
+    principal: { type: 'anonymous', name: 'anonymous', groups: [], tags: frozenEmpty },
+    authMethod: 'anonymous',
+  };
+}
+
+function devIdentity(): Identity {
+  return {
+    principal: { type: 'user', name: devPrincipalName, groups: [], tags: frozenEmpty },
+    authMethod: 'anonymous',
+  };
+}
+
+const allowAll: Decision = Object.freeze({ effect: 'Allow', reason: 'allowed', matched: Object.freeze([]) });
+
+const isRecord = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+const isStringArray = (v: unknown): v is string[] =>
+  Array.isArray(v) && v.every((x) => typeof x === 'string');
+const clip = (s: string) => (s.length > maxAuditText ? `${s.slice(0, maxAuditText)}...` : s);
+
+function scalar(v: unknown): string | undefined {
+  if (typeof v === 'string') return v;
+  if ((typeof v === 'number' && Number.isFinite(v)) || typeof v === 'boolean') return String(v);
+  return undefined;
+}
+
+/**
+ * The OIDC claims a role session keeps: as trust policies see them (trust.ts claimsContext:
+ * scalars as strings, arrays of scalars as multi-valued keys), minus the per-token ones (exp,
+ * iat, nbf, jti, auth_time) and anything too large: values over 256 characters, arrays over 32
+ * elements, names over 64 characters or with whitespace. At most 32 claims: iss, sub and aud
+ * first, then in the token's order.
+ */
+export function sessionClaims(claims: Readonly<Record<string, unknown>>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  const names = [
+    ...preferredClaims.filter((n) => Object.hasOwn(claims, n)),
+    ...Object.keys(claims).filter((n) => !preferredClaims.includes(n)),
+  ];
+  let count = 0;
+  for (const name of names) {
+    if (count >= maxSessionClaims) break;
+    if (droppedClaims.has(name) || name === '' || name.length > maxClaimNameLength || /\s/.test(name))
+      continue;
+    const value = claims[name];
+    let kept: string | string[] | undefined;
+    if (Array.isArray(value)) {
+      const values = value.map(scalar);
+      if (
+        value.length <= maxClaimArrayLength &&
+        values.every((v) => v !== undefined && v.length <= maxClaimValueLength)
+      )
+        kept = values as string[];
+    } else {
+      const v = scalar(value);
+      if (v !== undefined && v.length <= maxClaimValueLength) kept = v;
+    }
+    if (kept === undefined) continue;
+    // defineProperty: a `__proto__` claim stays a plain key.
+    Object.defineProperty(out, name, { value: kept, enumerable: true, writable: true, configurable: true });
+    count++;
+  }
+  return out;
+}
+
+/** The `berth` claim of an access token: the identity, as authenticateBearer rebuilds it. */
+interface SessionClaim {
+  type: PrincipalType;
+  name: string;
+  groups: string[];
+  tags: Record<string, string>;
+  authMethod: AuthMethod;
+  accessKeyId?: string;
+  claims?: Record<string, string | string[]>;
+  sessionSubject?: string;
+}
+
+function toSessionClaim(identity: Identity): SessionClaim {
+  const { principal: p } = identity;
+  return {
+    type: p.type,
+    name: p.name,
+    groups: [...p.groups],
+    tags: { ...p.tags },
+    authMethod: identity.authMethod,
+    ...(identity.accessKeyId !== undefined ? { accessKeyId: identity.accessKeyId } : {}),
+    ...(identity.claims !== undefined ? { claims: sessionClaims(identity.claims) } : {}),
+    ...(identity.sessionSubject !== undefined ? { sessionSubject: identity.sessionSubject } : {}),
+  };
+}
+
+function fromSessionClaim(raw: unknown, exp: number): Identity | undefined {
+  if (!isRecord(raw)) return undefined;
+  const { type, name, groups, tags, authMethod, accessKeyId, claims, sessionSubject } = raw;
+  if (!principalTypes.includes(type as PrincipalType) || typeof name !== 'string' || !isStringArray(groups))
+    return undefined;
+  if (!isRecord(tags) || !Object.values(tags).every((v) => typeof v === 'string')) return undefined;
+  if (accessKeyId !== undefined && typeof accessKeyId !== 'string') return undefined;
+  if (sessionSubject !== undefined && typeof sessionSubject !== 'string') return undefined;
+  if (claims !== undefined) {
+    if (!isRecord(claims)) return undefined;
+    if (!Object.values(claims).every((v) => typeof v === 'string' || isStringArray(v))) return undefined;
+  }
+  const method = authMethods.includes(authMethod as AuthMethod) ? (authMethod as AuthMethod) : 'token';
+  return {
+    principal: {
+      type: type as PrincipalType,
+      name,
+      groups: Object.freeze([...groups]),
+      tags: Object.freeze({ ...(tags as Record<string, string>) }),
+    },
+    authMethod: method,
+    ...(accessKeyId !== undefined ? { accessKeyId } : {}),
+    ...(claims !== undefined ? { claims: claims as Record<string, string | string[]> } : {}),
+    ...(sessionSubject !== undefined ? { sessionSubject } : {}),
+    expiresAt: exp,
+  };
+}
+
+function identityOf(p: PrincipalInfo, authMethod: AuthMethod, accessKeyId?: string): Identity {
+  return {
+    principal: { type: p.type, name: p.name, groups: p.groups, tags: p.tags },
+    authMethod,
+    ...(accessKeyId !== undefined ? { accessKeyId } : {}),
+  };
+}
+
+/** `user/alice` or `serviceaccount/ci` back to a reference the identity store resolves. */
+function parseSubject(sub: string): { type: 'user' | 'serviceaccount'; name: string } | undefined {
+  const slash = sub.indexOf('/');
+  const type = sub.slice(0, slash);
+  const name = sub.slice(slash + 1);
+  if (slash < 0 || (type !== 'user' && type !== 'serviceaccount') || !isValidIdentityName(name))
+    return undefined;
+  return { type, name };
+}
+
+/** Condition keys this service fills in itself; `extra` may not add values to them. */
+function reservedKey(key: string): boolean {
+  const k = key.toLowerCase();
+  return (
+    k.startsWith('oidc:') ||
+    k.startsWith('berth:principaltag/') ||
+    [
+      'berth:sourceip',
+      'berth:currenttime',
+      'berth:epochtime',
+      'berth:securetransport',
+      'berth:authmethod',
+      'berth:principaltype',
+      'berth:principalname',
+      'berth:principalgroups',
+      'berth:repository',
+    ].includes(k)
+  );
+}
+
+function timeContext(nowMs: number): Record<string, string> {
+  return {
+    'berth:CurrentTime': new Date(nowMs).toISOString(),
+    'berth:EpochTime': String(Math.floor(nowMs / 1000)),
+  };
+}
+
+function identityContext(identity: Identity): Record<string, string | readonly string[]> {
+  const ctx: Record<string, string | readonly string[]> = { 'berth:AuthMethod': identity.authMethod };
+  for (const [k, v] of Object.entries(identity.principal.tags)) ctx[`berth:PrincipalTag/${k}`] = v;
+  for (const [k, v] of Object.entries(identity.claims ?? {})) ctx[`oidc:${k}`] = v;
+  return ctx;
+}
+
+/** Keys differing only in case are one key to conditions: drop the defaults the caller overrides. */
+function overlay(
+  base: Record<string, string | readonly string[]>,
+  over: Record<string, string | readonly string[]>,
+): Record<string, string | readonly string[]> {
+  const overridden = new Set(Object.keys(over).map((k) => k.toLowerCase()));
+  const out: Record<string, string | readonly string[]> = {};
+  for (const [k, v] of Object.entries(base)) if (!overridden.has(k.toLowerCase())) out[k] = v;
+  for (const [k, v] of Object.entries(over)) out[k] = v;
+  return out;
+}
+
+// ---- the service --------------------------------------------------------------------------------
+
+export function createAuth(opts: AuthOptions): Auth {
+  const { storage, issuer, service } = opts;
+  const log = opts.log ?? silentLogger;
+  const now = opts.now ?? Date.now;
+  const enabled = opts.enabled ?? true;
+  const tokenTtl = opts.tokenTtlSeconds ?? 300;
+  const oidcUsername = opts.oidcUsername ?? 'oidc';
+
+  if (!enabled)
+    log.warn(
+      'AUTHENTICATION IS DISABLED (development mode): every request is allowed as user ' +
+        `"${devPrincipalName}". Never run like this where anyone else can reach the registry.`,
+    );
+
+  // The stores refer to each other (deleting an identity detaches its policies; attaching checks
+  // the target exists), so each reaches the other through these bindings.
+  let policyStore: PolicyStore;
+  let identityStore: IdentityStore;
+
+  const baseIdentities = createIdentityStore({
+    storage,
+    now,
+    log,
+    ...(opts.scryptCost !== undefined ? { scryptCost: opts.scryptCost } : {}),
+    beforeDelete: (target) => policyStore.detachAll(target),
+  });
+  policyStore = createPolicyStore({
+    storage,
+    now,
+    log,
+    targetExists: async (t) => {
+      switch (t.type) {
+        case 'user':
+          return (await identityStore.getUser(t.name)) !== undefined;
+        case 'group':
+          return (await identityStore.getGroup(t.name)) !== undefined;
+        case 'role':
+          return (await identityStore.getRole(t.name)) !== undefined;
+        case 'serviceaccount':
+          return (await identityStore.getServiceAccount(t.name)) !== undefined;
+      }
+    },
+  });
+  const tokens = createTokenService({ storage, issuer, service, ttlSeconds: tokenTtl, now });
+  const federation = createFederation({ storage, now, log, ...(opts.fetch ? { fetch: opts.fetch } : {}) });
+  const auditLog = createAuditLog({ storage, now });
+  const throttle: Throttle = createThrottle({ ...opts.throttle, now });
+
+  const revokeSessions = (type: 'user' | 'serviceaccount', name: string) =>
+    tokens.revokeAllForSubject(principalRef({ type, name }));
+
+  // Credential changes end the sessions refresh tokens keep alive. Revoked after the change is
+  // stored: a refresh token issued before that moment is older than the revocation.
+  identityStore = {
+    ...baseIdentities,
+    async updateUser(name, patch, o) {
+      const user = await baseIdentities.updateUser(name, patch, o);
+      if (patch.password !== undefined || patch.disabled === true) await revokeSessions('user', name);
+      return user;
+    },
+    async deleteUser(name) {
+      await baseIdentities.deleteUser(name);
+      // A user created later under the same name must not inherit the old sessions.
+      await revokeSessions('user', name);
+    },
+    async deleteServiceAccount(name) {
+      await baseIdentities.deleteServiceAccount(name);
+      await revokeSessions('serviceaccount', name);
+    },
+  };
+
+  /** Audit is recorded before answering, but a failure to record does not fail the request. */
+  async function audit(event: AuditEvent): Promise<void> {
+    try {
+      await auditLog.record({ ...event, actor: clip(event.actor) });
+    } catch (err) {
+      log.error(
+        { err, audit: { type: event.type, action: event.action } },
+        'audit: could not record an event',
+      );
+    }
+  }
+
+  const reqFields = (req: RequestInfo) => ({
+    sourceIp: req.sourceIp,
+    ...(req.requestId !== undefined ? { requestId: req.requestId } : {}),
+  });
+
+  const actorOf = (identity: Identity) => principalRef(identity.principal);
+
+  function throttled(keys: string[]): AuthError | undefined {
+    const c = throttle.check(keys);
+    return c.allowed
+      ? undefined
+      : new AuthError('throttled', 'too many failed attempts; try again later', {
+          retryAfterSeconds: c.retryAfterSeconds,
+        });
+  }
+
+  // ---- federation ----
+
+  const toFederationRole = (r: { name: string; trustPolicy?: unknown; maxSessionSeconds: number }) =>
+    ({ name: r.name, trustPolicy: r.trustPolicy, maxSessionSeconds: r.maxSessionSeconds }) as FederationRole;
+
+  async function allRoles(): Promise<FederationRole[]> {
+    const out: FederationRole[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const page = await identityStore.listRoles({ limit: 1000, ...(after !== undefined ? { after } : {}) });
+      out.push(...page.items.map(toFederationRole));
+      if (page.next === undefined) return out;
+      after = page.next;
+    }
+  }
+
+  /** The exchange itself, unthrottled and unaudited: callers do both. */
+  async function assumeRole(idToken: string, role: string | undefined): Promise<Identity> {
+    let result: Awaited<ReturnType<Federation['exchange']>>;
+    try {
+      result = await federation.exchange(idToken, {
+        ...(role !== undefined ? { role } : {}),
+        resolveRole: async (name) => {
+          const r = await identityStore.getRole(name);
+          return r ? toFederationRole(r) : undefined;
+        },
+        listRoles: allRoles,
+      });
+    } catch (err) {
+      if (err instanceof FederationError)
+        throw new AuthError('federation', err.message, {
+          detail: err.reason,
+          ...(err.roles ? { roles: err.roles } : {}),
+          cause: err,
+        });
+      throw err;
+    }
+    const r = await identityStore.getRole(result.role);
+    // Deleted between the exchange and now.
+    if (!r)
+      throw new AuthError('federation', `role ${JSON.stringify(result.role)} does not exist`, {
+        detail: 'role-not-found',
+      });
+    const sessionSeconds = Math.min(result.sessionSeconds, r.maxSessionSeconds);
+    return {
+      principal: { type: 'role', name: r.name, groups: Object.freeze([]), tags: r.tags },
+      authMethod: 'oidc',
+      claims: sessionClaims(result.claims),
+      sessionSubject: result.subject,
+      expiresAt: Math.floor(now() / 1000) + sessionSeconds,
+    };
+  }
+
+  async function exchange(
+    idToken: string,
+    req: RequestInfo,
+    role: string | undefined,
+    action: string,
+  ): Promise<Identity> {
+    const keys = [`ip:${req.sourceIp}`];
+    const locked = throttled(keys);
+    if (locked) {
+      await audit({
+        type: 'authn',
+        actor: 'oidc',
+        action,
+        decision: 'Deny',
+        reason: 'throttled',
+        ...reqFields(req),
+      });
+      throw locked;
+    }
+    try {
+      const identity = await assumeRole(idToken, role);
+      throttle.succeed(keys);
+      await audit({
+        type: 'authn',
+        actor: actorOf(identity),
+        action,
+        decision: 'Allow',
+        ...reqFields(req),
+        detail: { subject: identity.sessionSubject },
+      });
+      return identity;
+    } catch (err) {
+      if (err instanceof AuthError) {
+        throttle.fail(keys);
+        await audit({
+          type: 'authn',
+          actor: role !== undefined ? clip(`role/${role}`) : 'oidc',
+          action,
+          decision: 'Deny',
+          reason: err.detail ?? err.reason,
+          ...reqFields(req),
+        });
+      }
+      throw err;
+    }
+  }
+
+  // ---- decisions ----
+
+  async function policiesFor(identity: Identity, resource: string): Promise<AttachedPolicy[]> {
+    const identityPolicies = await policyStore.policiesFor(identity.principal);
+    if (!resource.startsWith('repository/')) return identityPolicies;
+    const repository = resource.slice('repository/'.length);
+    return [...identityPolicies, ...(await policyStore.repositoryPoliciesFor(repository))];
+  }
+
+  function requestContext(identity: Identity, req: RequestInfo, extra: Record<string, string> | undefined) {
+    const ctx: Record<string, string | readonly string[]> = {};
+    for (const [k, v] of Object.entries(extra ?? {}))
+      if (reservedKey(k)) log.debug({ key: k }, 'authorize: ignoring a reserved context key in extra');
+      else ctx[k] = v;
+    Object.assign(ctx, identityContext(identity), timeContext(now()), {
+      'berth:SourceIp': req.sourceIp,
+      'berth:SecureTransport': req.secure ? 'true' : 'false',
+    });
+    return ctx as RequestContext;
+  }
+
+  async function decide(
+    identity: Identity,
+    action: string,
+    resource: string,
+    context: RequestContext,
+  ): Promise<Decision> {
+    if (!enabled) return allowAll;
+    const policies = await policiesFor(identity, resource);
+    return evaluate({ principal: identity.principal, action, resource, context }, policies);
+  }
+
+  async function auditDeny(
+    identity: Identity,
+    action: string,
+    resource: string,
+    decision: Decision,
+    req: RequestInfo,
+    detail?: Record<string, unknown>,
+  ) {
+    await audit({
+      type: 'decision',
+      actor: actorOf(identity),
+      action,
+      resource: clip(resource),
+      decision: 'Deny',
+      reason: reasonCode(decision),
+      ...reqFields(req),
+      ...(detail ? { detail } : {}),
+    });
+  }
+
+  // ---- the facade ----
+
+  return {
+    enabled,
+    identities: identityStore,
+    policies: policyStore,
+    federation,
+    audit: auditLog,
+    tokens,
+
+    async start() {
+      if (!enabled)
+        log.warn(`auth is DISABLED (development mode): every request runs as "${devPrincipalName}"`);
+      if ((await readJson(storage, bootstrapMarkerPath)) !== undefined) return {};
+      const admin = await identityStore.ensureBootstrapAdmin(
+        opts.bootstrapPassword !== undefined ? { password: opts.bootstrapPassword } : {},
+      );
+      if (!(await policyStore.getPolicy(administratorPolicyName)))
+        await policyStore.putPolicy(administratorPolicyName, administratorPolicy);
+      if (await identityStore.getGroup(bootstrapAdminGroup))
+        await policyStore.attachPolicy(administratorPolicyName, { type: 'group', name: bootstrapAdminGroup });
+      await writeJson(storage, bootstrapMarkerPath, { bootstrappedAt: new Date(now()).toISOString() });
+      if (admin.created)
+        log.info(
+          { user: 'admin', group: bootstrapAdminGroup, policy: administratorPolicyName },
+          'auth: created the bootstrap administrator',
+        );
+      return admin.password !== undefined ? { bootstrapPassword: admin.password } : {};
+    },
+
+    async authenticateBasic(username, secret, req) {
+      if (!enabled) return devIdentity();
+      if (username === oidcUsername)
+        return exchange(secret, req, undefined, 'authn:AssumeRoleWithWebIdentity');
+
+      const byKey = isAccessKeyId(username);
+      const action = byKey ? 'authn:AccessKey' : 'authn:Password';
+      const account = clip(username);
+      const keys = [`ip:${req.sourceIp}`, `account:${account}`];
+      const claimed = byKey ? `accesskey/${account}` : `user/${account}`;
+      const locked = throttled(keys);
+      if (locked) {
+        await audit({
+          type: 'authn',
+          actor: claimed,
+          action,
+          decision: 'Deny',
+          reason: 'throttled',
+          ...reqFields(req),
+        });
+        throw locked;
+      }
+      let identity: Identity | undefined;
+      if (byKey) {
+        const owner = await identityStore.verifyAccessKey(username, secret);
+        if (owner) identity = identityOf(owner, 'accesskey', owner.accessKeyId);
+      } else {
+        const user = await identityStore.verifyPassword(username, secret);
+        if (user) identity = identityOf(user, 'password');
+      }
+      if (!identity) {
+        throttle.fail(keys);
+        await audit({
+          type: 'authn',
+          actor: claimed,
+          action,
+          decision: 'Deny',
+          reason: 'bad-credentials',
+          ...reqFields(req),
+        });
+        throw new AuthError('bad-credentials', 'invalid user name or password');
+      }
+      throttle.succeed(keys);
+      await audit({
+        type: 'authn',
+        actor: actorOf(identity),
+        action,
+        decision: 'Allow',
+        ...reqFields(req),
+        ...(identity.accessKeyId ? { detail: { accessKeyId: identity.accessKeyId } } : {}),
+      });
+      return identity;
+    },
+
+    async authenticateBearer(token, _req) {
+      let claims: Claims;
+      try {
+        claims = await tokens.verify(token);
+      } catch (err) {
+        if (err instanceof TokenError)
+          throw new AuthError('invalid-token', `invalid token: ${err.reason}`, {
+            detail: err.reason,
+            cause: err,
+          });
+        throw err;
+      }
+      const identity = fromSessionClaim(claims[sessionClaim], claims.exp);
+      if (!identity || principalRef(identity.principal) !== claims.sub)
+        throw new AuthError('invalid-token', 'invalid token: malformed', { detail: 'malformed' });
+      const access = claims.access.map((e) => ({ type: e.type, name: e.name, actions: [...e.actions] }));
+      return { ...identity, access };
+    },
+
+    async authenticateRefresh(refreshToken, req, o = {}) {
+      if (!enabled) return devIdentity();
+      const keys = [`ip:${req.sourceIp}`];
+      const action = 'authn:RefreshToken';
+      const locked = throttled(keys);
+      const deny = async (actor: string, err: AuthError) => {
+        throttle.fail(keys);
+        await audit({
+          type: 'authn',
+          actor,
+          action,
+          decision: 'Deny',
+          reason: err.detail ?? err.reason,
+          ...reqFields(req),
+        });
+        return err;
+      };
+      if (locked) {
+        await audit({
+          type: 'authn',
+          actor: 'unknown',
+          action,
+          decision: 'Deny',
+          reason: 'throttled',
+          ...reqFields(req),
+        });
+        throw locked;
+      }
+      let claims: Awaited<ReturnType<TokenService['verifyRefresh']>>;
+      try {
+        claims = await tokens.verifyRefresh(refreshToken);
+      } catch (err) {
+        if (err instanceof TokenError)
+          throw await deny(
+            'unknown',
+            new AuthError('invalid-token', `invalid refresh token: ${err.reason}`, {
+              detail: err.reason,
+              cause: err,
+            }),
+          );
+        throw err;
+      }
+      if (o.clientId !== undefined && o.clientId !== claims.client_id)
+        throw await deny(
+          claims.sub,
+          new AuthError('invalid-token', 'refresh token was issued to another client', {
+            detail: 'client-mismatch',
+          }),
+        );
+      const session = isRecord(claims[sessionClaim]) ? claims[sessionClaim] : {};
+      const method = session['authMethod'] === 'accesskey' ? 'accesskey' : 'password';
+      const keyId = typeof session['accessKeyId'] === 'string' ? session['accessKeyId'] : undefined;
+      const ref = parseSubject(claims.sub);
+      let principal = ref ? await identityStore.resolvePrincipal(ref) : undefined;
+      if (principal && keyId !== undefined) {
+        // A session begun with an access key ends when the key is deactivated or deleted.
+        const key = await identityStore.getAccessKey(keyId);
+        if (key?.status !== 'active' || key.owner.type !== ref?.type || key.owner.name !== ref.name)
+          principal = undefined;
+      }
+      if (!principal)
+        throw await deny(
+          claims.sub,
+          new AuthError('invalid-token', 'invalid refresh token: its principal can no longer log in', {
+            detail: 'principal-unavailable',
+          }),
+        );
+      const identity = identityOf(principal, method, keyId);
+      throttle.succeed(keys);
+      await audit({ type: 'authn', actor: actorOf(identity), action, decision: 'Allow', ...reqFields(req) });
+      return identity;
+    },
+
+    async exchangeIdToken(idToken, req, role) {
+      if (!enabled) return devIdentity();
+      return exchange(idToken, req, role, 'authn:AssumeRoleWithWebIdentity');
+    },
+
+    anonymous() {
+      return enabled ? anonymousIdentity() : devIdentity();
+    },
+
+    async grant(identity, scopes, req) {
+      if (!enabled) return scopes.map((s) => ({ type: s.type, name: s.name, actions: [...s.actions] }));
+      const context = requestContext(identity, req, undefined);
+      const out: AccessEntry[] = [];
+      for (const scope of scopes) {
+        if (scope.type === 'registry') {
+          if (scope.name !== 'catalog') continue;
+          const resource = 'repository/*';
+          const d = await decide(identity, 'registry:Catalog', resource, context);
+          if (d.effect === 'Allow') out.push({ type: 'registry', name: 'catalog', actions: ['*'] });
+          else {
+            out.push({ type: 'registry', name: 'catalog', actions: [] });
+            await auditDeny(identity, 'registry:Catalog', resource, d, req, { scope: 'registry:catalog:*' });
+          }
+          continue;
+        }
+        const resource = `repository/${scope.name}`;
+        const wanted = new Set<Exclude<ScopeAction, '*'>>();
+        for (const a of scope.actions)
+          if (a === '*') for (const x of ['pull', 'push', 'delete'] as const) wanted.add(x);
+          else wanted.add(a);
+        const granted = new Set<ScopeAction>();
+        for (const a of ['pull', 'push', 'delete'] as const) {
+          if (!wanted.has(a)) continue;
+          const action = scopeActions[a];
+          const d = await decide(identity, action, resource, context);
+          if (d.effect === 'Allow') granted.add(a);
+          else
+            await auditDeny(identity, action, resource, d, req, { scope: `repository:${scope.name}:${a}` });
+        }
+        // `*` stands for all three: granted only when each of them is.
+        if (scope.actions.includes('*') && granted.size === 3) granted.add('*');
+        const actions = (['pull', 'push', 'delete', '*'] as const).filter(
+          (a) => granted.has(a) && (scope.actions.includes(a) || scope.actions.includes('*')),
+        );
+        // Kept even when empty: it records that the scope was asked for and refused, so /v2 can
+        // answer 403 with a reason instead of challenging the client for the same token again.
+        out.push({ type: 'repository', name: scope.name, actions });
+      }
+      return out;
+    },
+
+    async issueToken(identity, access, o = {}) {
+      const nowSeconds = Math.floor(now() / 1000);
+      let ttl = tokenTtl;
+      if (identity.expiresAt !== undefined) ttl = Math.min(ttl, identity.expiresAt - nowSeconds);
+      if (ttl < 60)
+        throw new AuthError('invalid-token', 'the session ends in less than a minute; authenticate again', {
+          detail: 'expired',
+        });
+      const subject = principalRef(identity.principal);
+      const issued = await tokens.issue({
+        subject,
+        access,
+        ttlSeconds: ttl,
+        extra: { [sessionClaim]: toSessionClaim(identity) },
+      });
+      const p = identity.principal;
+      const refreshable =
+        o.offline === true &&
+        enabled &&
+        (p.type === 'user' || p.type === 'serviceaccount') &&
+        (identity.authMethod === 'password' || identity.authMethod === 'accesskey') &&
+        identity.expiresAt === undefined;
+      let refreshToken: string | undefined;
+      if (refreshable) {
+        const refresh = await tokens.issueRefresh({
+          subject,
+          clientId: o.clientId ?? defaultClientId,
+          extra: {
+            [sessionClaim]: {
+              authMethod: identity.authMethod,
+              ...(identity.accessKeyId !== undefined ? { accessKeyId: identity.accessKeyId } : {}),
+            },
+          },
+        });
+        refreshToken = refresh.token;
+      }
+      await audit({
+        type: 'token',
+        actor: subject,
+        action: 'token:Issue',
+        detail: {
+          access: access
+            .filter((e) => e.actions.length > 0)
+            .map((e) => clip(`${e.type}:${e.name}:${e.actions.join(',')}`)),
+          expiresIn: issued.expiresIn,
+          refreshToken: refreshToken !== undefined,
+          ...(identity.sessionSubject !== undefined ? { sessionSubject: identity.sessionSubject } : {}),
+        },
+      });
+      return {
+        token: issued.token,
+        expiresIn: issued.expiresIn,
+        issuedAt: issued.issuedAt,
+        ...(refreshToken !== undefined ? { refreshToken } : {}),
+      };
+    },
+
+    async authorize(identity, action, resource, req, extra) {
+      if (!enabled) return allowAll;
+      const decision = await decide(identity, action, resource, requestContext(identity, req, extra));
+      if (decision.effect === 'Deny')
+        await auditDeny(
+          identity,
+          action,
+          resource,
+          decision,
+          req,
+          extra ? { context: { ...extra } } : undefined,
+        );
+      return decision;
+    },
+
+    async simulate(input) {
+      const { type, name } = input.principal ?? {};
+      const action = canonicalAction(typeof input.action === 'string' ? input.action : '');
+      if (!action) throw new AuthStoreError('INVALID', `unknown action ${JSON.stringify(input.action)}`);
+      if (typeof input.resource !== 'string' || !isValidResource(input.resource))
+        throw new AuthStoreError('INVALID', `malformed resource ${JSON.stringify(input.resource)}`);
+      let principal: IdentityPrincipal;
+      const missing = () =>
+        new AuthStoreError('NOT_FOUND', `${String(type)} ${JSON.stringify(name)} does not exist`);
+      switch (type) {
+        case 'anonymous':
+          principal = anonymousIdentity().principal;
+          break;
+        case 'user': {
+          const u = await identityStore.getUser(name);
+          if (!u) throw missing();
+          principal = { type, name: u.name, groups: u.groups, tags: u.tags };
+          break;
+        }
+        case 'serviceaccount': {
+          const a = await identityStore.getServiceAccount(name);
+          if (!a) throw missing();
+          principal = { type, name: a.name, groups: a.groups, tags: a.tags };
+          break;
+        }
+        case 'role': {
+          const r = await identityStore.getRole(name);
+          if (!r) throw missing();
+          principal = { type, name: r.name, groups: [], tags: r.tags };
+          break;
+        }
+        default:
+          throw new AuthStoreError(
+            'INVALID',
+            `principal type must be user, serviceaccount, role or anonymous, not ${JSON.stringify(type)}`,
+          );
+      }
+      const defaults: Record<string, string | readonly string[]> = {
+        ...timeContext(now()),
+        ...(type === 'anonymous' ? { 'berth:AuthMethod': 'anonymous' } : {}),
+      };
+      for (const [k, v] of Object.entries(principal.tags)) defaults[`berth:PrincipalTag/${k}`] = v;
+      const context = overlay(defaults, input.context ?? {});
+      const policies = await policiesFor({ principal, authMethod: 'anonymous' }, input.resource);
+      const decision = evaluate({ principal, action, resource: input.resource, context }, policies);
+      const byId = new Map(policies.map((p) => [p.id, p]));
+      const statements = decision.matched.map((m) => ({
+        policyId: m.policyId,
+        ...(m.sid !== undefined ? { sid: m.sid } : {}),
+        index: m.statementIndex,
+        effect: m.effect,
+        statement: byId.get(m.policyId)?.policy.Statement[m.statementIndex],
+      }));
+      return { ...decision, statements };
+    },
+
+    jwks: () => tokens.jwks(),
+
+    revokeSessions: (subject) => tokens.revokeAllForSubject(subject),
+  };
+}
