@@ -4,6 +4,8 @@ import type { Auth } from '../auth/index.ts';
 import { OciError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Registry } from '../registry/index.ts';
+import { adminApiBase, createAdminApi } from './admin.ts';
+import { adminAuth } from './admin-auth.ts';
 import type { AppEnv } from './env.ts';
 import { healthRoutes, type Readiness } from './health.ts';
 import { distributionApiVersion, requestContext } from './middleware.ts';
@@ -32,6 +34,7 @@ export function createApp(deps: AppDeps) {
   app.route('/', healthRoutes(deps.readiness));
   const { service, basicOnRegistry } = deps.authOptions;
   app.route('/', tokenRoutes({ auth: deps.auth, service }));
+  app.route(adminApiBase, createAdminApi(adminAuth(deps.auth, service)));
   app.route(
     '/v2',
     v2Routes(deps.registry, { ...deps.v2, auth: deps.auth, service, basicAuth: basicOnRegistry }),

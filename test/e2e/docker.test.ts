@@ -64,7 +64,7 @@ describe('docker push, pull and run', () => {
 });
 
 async function fetchManifest(path: string) {
-  const get = httpsClient(berth.url, berth.caPath);
+  const get = httpsClient(berth.url, berth.caPath, berth.adminBasic);
   const res = await get(path, { method: 'HEAD' });
   return { digest: res.headers['docker-content-digest'], type: res.headers['content-type'] };
 }

@@ -406,3 +406,37 @@ describe('development mode', () => {
     expect((await pushImage({}, 'any/repo', 'v1')).status).toBe(201);
   });
 });
+
+describe('the admin API behind real auth', () => {
+  it('lets the administrator manage identities and refuses others with a reason', async () => {
+    const json = (body: unknown, headers: Record<string, string>) => ({
+      method: 'POST',
+      headers: { ...headers, 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const created = await h.request(
+      '/api/v1/users',
+      json({ name: 'bob', password: 'bob-password-1' }, { Authorization: admin }),
+    );
+    expect(created.status).toBe(201);
+    // A registry token works as well as Basic credentials.
+    const t = await token(admin);
+    const list = await h.request('/api/v1/users', { headers: bearer(t) });
+    expect(list.status).toBe(200);
+    expect(((await list.json()) as { items: { name: string }[] }).items.map((u) => u.name)).toEqual([
+      'admin',
+      'alice',
+      'bob',
+    ]);
+    const refused = await h.request(
+      '/api/v1/users',
+      json({ name: 'eve', password: 'eve-password-1' }, { Authorization: basic('alice', 'alice-password') }),
+    );
+    expect(refused.status).toBe(403);
+    expect(await refused.json()).toMatchObject({ error: { code: 'FORBIDDEN', reason: 'no_allow' } });
+    expect((await h.request('/api/v1/users')).status).toBe(401);
+    const audit = await h.auth.audit.query({ type: 'admin' });
+    expect(audit.entries.some((e) => e.actor === 'user/admin' && e.action === 'admin:CreateUser')).toBe(true);
+    expect(audit.entries.some((e) => e.actor === 'user/alice' && e.decision === 'Deny')).toBe(true);
+  });
+});
