@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningBerth, startBerth } from '../support/berth.ts';
 import { type Dockerd, startDockerd } from '../support/dockerd.ts';
 import { httpsClient } from '../support/https.ts';
+import { startOidcIssuer } from '../support/oidc-issuer.ts';
 import { tool } from '../support/tools.ts';
 
 let berth: RunningBerth;
@@ -60,6 +61,86 @@ describe('docker push, pull and run', () => {
     const res = await fetchManifest(`/v2/docker/busybox/manifests/1.0`);
     expect(res.digest).toBe(digest);
     expect(res.type).toBe('application/vnd.docker.distribution.manifest.v2+json');
+  });
+});
+
+describe('docker with users, policies and CI federation', () => {
+  const api = () => httpsClient(berth.url, berth.caPath, berth.adminBasic);
+  async function admin(method: string, path: string, body: unknown) {
+    const res = await api()(`/api/v1${path}`, {
+      method,
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${res.body}`);
+  }
+
+  it('shows a clear error when a user who may only pull tries to push', async () => {
+    await admin('POST', '/users', { name: 'reader', password: 'reader-password' });
+    await admin('PUT', '/policies/pull-docker', {
+      document: {
+        Version: '2012-10-17',
+        Statement: [{ Effect: 'Allow', Action: 'registry:Pull', Resource: 'repository/docker/*' }],
+      },
+    });
+    await admin('PUT', '/users/reader/policies/pull-docker', {});
+    await dockerd.login(berth.hostPort, 'reader', 'reader-password');
+    await dockerd.docker('pull', image);
+    const denied = await dockerd.docker('push', image).then(
+      () => '',
+      (e: Error) => e.message,
+    );
+    expect(denied).toContain('denied: push on docker/busybox denied for user reader');
+  });
+
+  it('lets a CI job sign in with its OIDC id token and push where its role allows', async () => {
+    const ci = await startOidcIssuer();
+    try {
+      await admin('POST', '/oidc-providers', { issuer: ci.issuer, audiences: ['berth'] });
+      await admin('POST', '/roles', {
+        name: 'ci-publisher',
+        trustPolicy: {
+          Version: '2012-10-17',
+          Statement: [
+            {
+              Effect: 'Allow',
+              Principal: { Federated: ci.issuer },
+              Action: 'sts:AssumeRoleWithWebIdentity',
+              Condition: { StringEquals: { 'oidc:repository': 'acme/app', 'oidc:ref': 'refs/heads/main' } },
+            },
+          ],
+        },
+      });
+      await admin('PUT', '/policies/ci-publish', {
+        document: {
+          Version: '2012-10-17',
+          Statement: [
+            { Effect: 'Allow', Action: ['registry:Pull', 'registry:Push'], Resource: 'repository/ci/*' },
+          ],
+        },
+      });
+      await admin('PUT', '/roles/ci-publisher/policies/ci-publish', {});
+      const idToken = await ci.idToken({
+        sub: 'repo:acme/app:ref:refs/heads/main',
+        repository: 'acme/app',
+        ref: 'refs/heads/main',
+      });
+      // docker login -u oidc -p $ID_TOKEN, the way a CI step does it (password on stdin).
+      const login = await dockerd.login(berth.hostPort, 'oidc', idToken);
+      expect(login.stdout).toContain('Login Succeeded');
+      const target = `${berth.hostPort}/ci/busybox:main`;
+      await dockerd.docker('tag', image, target);
+      expect((await dockerd.docker('push', target)).stdout).toMatch(/main: digest: sha256:/);
+      // A token from another branch is trusted by no role.
+      const branch = await ci.idToken({
+        sub: 'repo:acme/app:ref:refs/heads/dev',
+        repository: 'acme/app',
+        ref: 'refs/heads/dev',
+      });
+      await expect(dockerd.login(berth.hostPort, 'oidc', branch)).rejects.toThrow(/unauthorized|401/i);
+    } finally {
+      await ci.stop();
+    }
   });
 });
 
