@@ -161,7 +161,7 @@ export function createAuditLog(opts: {
 }): AuditLog {
   const { storage } = opts;
   const now = opts.now ?? Date.now;
-  const segmentSize = opts.segmentSize ?? 1000;
+  const segmentSize = opts.segmentSize ?? 100;
   if (!Number.isSafeInteger(segmentSize) || segmentSize < 1) throw new RangeError('audit: bad segmentSize');
 
   // One operation at a time, so concurrent record() calls each chain onto the one before.
