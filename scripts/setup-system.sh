@@ -11,6 +11,7 @@ packages=(
   busybox-static          # the one binary our locally built test images are made of
   uidmap fuse-overlayfs   # podman's runtime helpers
   radosgw ceph-mon ceph-osd ceph-common  # Ceph's S3 gateway on a one-node cluster: the real S3 peer
+  attr                    # setfattr/getfattr: overlay opaque directories and layer xattrs (runner)
 )
 
 missing=()

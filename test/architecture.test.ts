@@ -57,7 +57,8 @@ const owners: [RegExp, (rel: string) => boolean, string][] = [
   [/^jose$/, (r) => r === 'auth/tokens.ts', 'auth/tokens.ts'],
   [/^node-forge$/, (r) => r === 'tls.ts', 'tls.ts'],
   [/^pino$/, (r) => r === 'log.ts', 'log.ts'],
-  [/^(node:)?child_process$/, (r) => r === 'runner/runtime.ts', 'runner/runtime.ts'],
+  // runner/host.ts: mknod and xattrs through execFile (argument arrays, never a shell) for layers.
+  [/^(node:)?child_process$/, (r) => /^runner\/(runtime|host)\.ts$/.test(r), 'runner/runtime.ts, host.ts'],
 ];
 
 describe('architecture', () => {
