@@ -151,6 +151,42 @@ describe('audit log: recording', () => {
   });
 });
 
+describe('audit log: group commit', () => {
+  it('writes a burst of concurrent records in a few segment writes, chained in order', async () => {
+    const inner = createMemoryDriver();
+    let writes = 0;
+    const storage: StorageDriver = {
+      ...inner,
+      putContent: (path, content) => {
+        writes++;
+        return inner.putContent(path, content);
+      },
+    };
+    const log = createAuditLog({ storage, segmentSize: 100 });
+    const entries = await Promise.all(Array.from({ length: 60 }, (_, i) => log.record(event(i))));
+    expect(entries.map((e) => e.seq)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
+    // The first record writes alone; the 59 that queued behind it go in one segment write.
+    expect(writes).toBeLessThanOrEqual(6);
+    expect(await log.verify()).toEqual({ ok: true, entries: 60 });
+  });
+
+  it('recovers when a crash left head.json a whole batch behind', async () => {
+    const storage = createMemoryDriver();
+    const log = createAuditLog({ storage, segmentSize: 100 });
+    const first = await log.record(event(1));
+    const rest = await Promise.all([2, 3, 4].map((i) => log.record(event(i))));
+    // As if the process died after the segment write and before head.json.
+    await storage.putContent(
+      '/auth/audit/head.json',
+      enc.encode(JSON.stringify({ seq: 1, hash: first.hash })),
+    );
+    const again = createAuditLog({ storage, segmentSize: 100 });
+    const e = await again.record(event(5));
+    expect(e.prevHash).toBe(rest.at(-1)!.hash);
+    expect(await again.verify()).toEqual({ ok: true, entries: 5 });
+  });
+});
+
 describe('audit log: query', () => {
   it('filters by actor, type and decision', async () => {
     const { log } = await filled(12);

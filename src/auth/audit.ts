@@ -156,7 +156,7 @@ interface Tail {
 export function createAuditLog(opts: {
   storage: StorageDriver;
   now?: () => number;
-  /** Entries per segment file; default 1000. */
+  /** Entries per segment file; default 100. */
   segmentSize?: number;
 }): AuditLog {
   const { storage } = opts;
@@ -187,15 +187,18 @@ export function createAuditLog(opts: {
     const entries = lines(text).map(parseEntry);
     const end = entries.at(-1);
     if (!end) throw new AuditIntegrityError(`audit segment ${last.path} has no readable last entry`);
-    // A crash between writing a segment and head.json leaves head exactly one entry behind,
-    // pointing at the new entry's predecessor. Anything else means entries were removed or
+    // A crash between writing a segment and head.json leaves head behind by the batch that
+    // segment write added (batches never span segments): head then names an entry of the last
+    // segment, or the entry just before it. Anything else means entries were removed or
     // rewritten, and appending would bury the evidence.
     const headCurrent = head?.seq === end.seq && head.hash === end.hash;
-    const headOneBehind = head
-      ? head.seq === end.seq - 1 && head.hash === end.prevHash
-      : end.seq === 1 && end.prevHash === genesisHash;
+    const first = entries[0] ?? end;
+    const headBehind = head
+      ? entries.some((e) => e?.seq === head.seq && e.hash === head.hash) ||
+        (head.seq === first.seq - 1 && head.hash === first.prevHash)
+      : first.seq === 1 && first.prevHash === genesisHash;
     if (!headCurrent) {
-      if (!headOneBehind)
+      if (!headBehind)
         throw new AuditIntegrityError(
           `audit log ends at entry ${end.seq} but head.json records ${head ? `entry ${head.seq}` : 'nothing'}`,
         );
@@ -211,37 +214,75 @@ export function createAuditLog(opts: {
     };
   }
 
-  async function append(event: AuditEvent): Promise<AuditEntry> {
+  /**
+   * Appends events in one segment write (and one head write): concurrent record() calls are
+   * grouped, so a burst of sign-ins costs a few writes, not one rewrite of the segment each.
+   */
+  async function appendBatch(events: readonly AuditEvent[]): Promise<AuditEntry[]> {
     const t = tail ?? (await loadTail());
-    const seq = t.seq + 1;
     const roll = t.segmentCount >= segmentSize;
-    const segmentFirst = roll ? seq : t.segmentFirst;
-    // Time never runs backwards along the chain, so query() can stop at `until`.
-    const timeMs = Math.max(now(), t.timeMs);
-    // The JSON round trip drops undefined members and turns Dates into strings, so the hash
-    // covers exactly what is stored and verify() can recompute it from the stored line.
-    const body = JSON.parse(
-      JSON.stringify({ ...event, seq, time: new Date(timeMs).toISOString(), prevHash: t.hash }),
-    ) as Record<string, unknown>;
-    const entry = { ...body, hash: entryHash(body) } as unknown as AuditEntry;
-    const text = (roll ? '' : t.segmentText) + canonicalJson(entry) + '\n';
+    const segmentFirst = roll ? t.seq + 1 : t.segmentFirst;
+    let text = roll ? '' : t.segmentText;
+    let { seq, hash, timeMs } = t;
+    const out: AuditEntry[] = [];
+    for (const event of events) {
+      seq++;
+      // Time never runs backwards along the chain, so query() can stop at `until`.
+      timeMs = Math.max(now(), timeMs);
+      // The JSON round trip drops undefined members and turns Dates into strings, so the hash
+      // covers exactly what is stored and verify() can recompute it from the stored line.
+      const body = JSON.parse(
+        JSON.stringify({ ...event, seq, time: new Date(timeMs).toISOString(), prevHash: hash }),
+      ) as Record<string, unknown>;
+      const entry = { ...body, hash: entryHash(body) } as unknown as AuditEntry;
+      hash = entry.hash;
+      text += `${canonicalJson(entry)}\n`;
+      out.push(entry);
+    }
     try {
       await writeText(storage, segmentPath(segmentFirst), text);
-      await writeJson(storage, headPath, { seq, hash: entry.hash });
+      await writeJson(storage, headPath, { seq, hash });
     } catch (err) {
-      // The segment may or may not hold the entry now: reread storage before the next append.
+      // The segment may or may not hold the entries now: reread storage before the next append.
       tail = undefined;
       throw err;
     }
     tail = {
       seq,
-      hash: entry.hash,
+      hash,
       timeMs,
       segmentFirst,
       segmentText: text,
-      segmentCount: roll ? 1 : t.segmentCount + 1,
+      segmentCount: (roll ? 0 : t.segmentCount) + events.length,
     };
-    return entry;
+    return out;
+  }
+
+  // Events waiting for the next write, and whether a writer is running.
+  const waiting: { event: AuditEvent; resolve: (e: AuditEntry) => void; reject: (e: unknown) => void }[] = [];
+  let writing = false;
+  async function drain(): Promise<void> {
+    writing = true;
+    try {
+      while (waiting.length > 0) {
+        await serialized(async () => {
+          let batch = waiting.splice(0, waiting.length);
+          try {
+            const t = tail ?? (await loadTail());
+            // A batch stays within one segment; the rest waits for the next round.
+            const room = t.segmentCount >= segmentSize ? segmentSize : segmentSize - t.segmentCount;
+            waiting.unshift(...batch.slice(room));
+            batch = batch.slice(0, room);
+            const entries = await appendBatch(batch.map((b) => b.event));
+            batch.forEach((b, i) => b.resolve(entries[i]!));
+          } catch (err) {
+            for (const b of batch) b.reject(err);
+          }
+        });
+      }
+    } finally {
+      writing = false;
+    }
   }
 
   async function query(q: AuditQuery = {}): Promise<{ entries: AuditEntry[]; next?: number }> {
@@ -329,9 +370,12 @@ export function createAuditLog(opts: {
   }
 
   return {
-    async record(event) {
-      checkEvent(event);
-      return serialized(() => append(event));
+    record(event) {
+      return new Promise<AuditEntry>((resolve, reject) => {
+        checkEvent(event);
+        waiting.push({ event, resolve, reject });
+        if (!writing) void drain();
+      });
     },
     // Not queued: every file is replaced whole, so a reader sees each segment before or after
     // an append, never halfway.

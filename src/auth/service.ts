@@ -538,6 +538,8 @@ function overlay(
 
 // ---- the service --------------------------------------------------------------------------------
 
+const maxVerifiedTokens = 10_000;
+
 export function createAuth(opts: AuthOptions): Auth {
   const { storage, issuer, service } = opts;
   const log = opts.log ?? silentLogger;
@@ -582,6 +584,8 @@ export function createAuth(opts: AuthOptions): Auth {
     },
   });
   const tokens = createTokenService({ storage, issuer, service, ttlSeconds: tokenTtl, now });
+  /** Access tokens already verified, until they expire (bounded; the oldest go first). */
+  const verified = new Map<string, { caller: Identity & { access: AccessEntry[] }; expiresAtMs: number }>();
   const federation = createFederation({ storage, now, log, ...(opts.fetch ? { fetch: opts.fetch } : {}) });
   const auditLog = createAuditLog({ storage, now });
   const throttle: Throttle = createThrottle({ ...opts.throttle, now });
@@ -874,6 +878,15 @@ export function createAuth(opts: AuthOptions): Auth {
     },
 
     async authenticateBearer(token, _req) {
+      // Clients send the same token with every request for its whole life: its signature is
+      // checked once, then it is a map lookup (a profile of manifest GETs with auth on showed
+      // ES256 verification costing more than the request itself). Expiry is still checked on
+      // every use; access tokens are never revoked early, so nothing else can change.
+      const hit = verified.get(token);
+      if (hit) {
+        if (now() < hit.expiresAtMs) return hit.caller;
+        verified.delete(token);
+      }
       let claims: Claims;
       try {
         claims = await tokens.verify(token);
@@ -889,7 +902,10 @@ export function createAuth(opts: AuthOptions): Auth {
       if (!identity || principalRef(identity.principal) !== claims.sub)
         throw new AuthError('invalid-token', 'invalid token: malformed', { detail: 'malformed' });
       const access = claims.access.map((e) => ({ type: e.type, name: e.name, actions: [...e.actions] }));
-      return { ...identity, access };
+      const caller = Object.freeze({ ...identity, access });
+      if (verified.size >= maxVerifiedTokens) verified.delete(verified.keys().next().value as string);
+      verified.set(token, { caller, expiresAtMs: claims.exp * 1000 });
+      return caller;
     },
 
     async authenticateRefresh(refreshToken, req, o = {}) {
