@@ -2,6 +2,7 @@
 // with reasons, tag immutability, Basic on /v2, OAuth2 POST, throttling, and the attacks a
 // registry token must withstand.
 import { createHmac, randomBytes } from 'node:crypto';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { errorCode, type Harness, imageManifest, makeHarness, sha256 } from './harness.ts';
 
@@ -336,6 +337,68 @@ describe('the token endpoint', () => {
     );
     expect(wrong.status).toBe(400);
     expect(wrong.headers.get('Content-Type')).toContain('application/json');
+  });
+
+  it('exchanges a CI id token for a role session, by POST and as the oidc user of GET', async () => {
+    const { privateKey, publicKey } = await generateKeyPair('ES256');
+    const jwk = { ...(await exportJWK(publicKey)), kid: 'ci', alg: 'ES256', use: 'sig' };
+    const issuer = 'https://ci.example.test';
+    await h.auth.federation.addProvider({ issuer, audiences: ['berth'], jwks: { keys: [jwk] } });
+    await h.auth.identities.createRole({
+      name: 'ci-main',
+      trustPolicy: doc({
+        Effect: 'Allow',
+        Principal: { Federated: issuer },
+        Action: 'sts:AssumeRoleWithWebIdentity',
+        Condition: { StringEquals: { 'oidc:ref': 'refs/heads/main', 'oidc:repository': 'acme/app' } },
+      }),
+    });
+    await h.auth.policies.putPolicy(
+      'ci-push',
+      doc({ Effect: 'Allow', Action: ['registry:Pull', 'registry:Push'], Resource: 'repository/ci/*' }),
+    );
+    await h.auth.policies.attachPolicy('ci-push', { type: 'role', name: 'ci-main' });
+    const idToken = (ref: string) => {
+      const iat = Math.floor(Date.now() / 1000);
+      return new SignJWT({
+        iss: issuer,
+        aud: 'berth',
+        sub: `repo:acme/app:ref:${ref}`,
+        ref,
+        repository: 'acme/app',
+        iat,
+        exp: iat + 300,
+      })
+        .setProtectedHeader({ alg: 'ES256', kid: 'ci' })
+        .sign(privateKey);
+    };
+    const exchange = await h.request('/token', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({
+        grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+        subject_token: await idToken('refs/heads/main'),
+        subject_token_type: 'urn:ietf:params:oauth:token-type:id_token',
+        service: 'berth',
+        scope: 'repository:ci/app:pull,push repository:team/app:push',
+      }).toString(),
+    });
+    expect(exchange.status).toBe(200);
+    const body = (await exchange.json()) as { access_token: string; scope: string };
+    expect(body.scope).toBe('repository:ci/app:pull,push');
+    expect((await pushImage(bearer(body.access_token), 'ci/app', 'main')).status).toBe(201);
+    // docker login -u oidc -p $ID_TOKEN: the same exchange through GET /token with Basic.
+    const viaBasic = await token(basic('oidc', await idToken('refs/heads/main')), 'repository:ci/app:pull');
+    expect((await h.request('/v2/ci/app/manifests/main', { headers: bearer(viaBasic) })).status).toBe(200);
+    // Another branch is trusted by no role.
+    const refused = await h.request('/token?service=berth', {
+      headers: { Authorization: basic('oidc', await idToken('refs/heads/dev')) },
+    });
+    expect(refused.status).toBe(401);
+    const audit = await h.auth.audit.query({ type: 'authn' });
+    expect(audit.entries.some((e) => e.actor.startsWith('role/ci-main') || e.actor.includes('ci-main'))).toBe(
+      true,
+    );
   });
 
   it('publishes the keys that verify its tokens', async () => {
