@@ -1,12 +1,14 @@
 // Focused probe for one case: pull throughput at concurrency 4 against one registry, to compare
 // a change quickly without the full benchmark.
 //   node bench/pullprobe.ts https://127.0.0.1:PORT CA_PATH [rounds] [MiB per blob, default 16]
+// A berth with auth on is signed in to as admin with BERTH_ADMIN_PASSWORD from the environment.
 import { createHash, randomBytes } from 'node:crypto';
 import { client, expectStatus } from './client.ts';
 
 const [base, ca, roundsArg, mibArg] = process.argv.slice(2);
 const rounds = Number(roundsArg ?? 8);
-const c = client(base!, ca!, 4);
+const password = process.env.BERTH_ADMIN_PASSWORD;
+const c = client(base!, ca!, 4, password ? { username: 'admin', password } : undefined);
 const mib = Number(mibArg ?? 16);
 const size = mib * 1024 * 1024;
 const blobs = Array.from({ length: 4 }, () => {

@@ -1,5 +1,6 @@
 // The benchmark's report: a markdown table per group of cases (berth, Distribution, ratio,
-// target, verdict), headed by the exact command and the machine it ran on.
+// target, verdict; or whatever two sides a group compares, or one side measured alone), headed by
+// the exact command and the machine it ran on.
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { release, totalmem } from 'node:os';
@@ -7,17 +8,27 @@ import { release, totalmem } from 'node:os';
 export interface Row {
   readonly group: string;
   readonly case: string;
-  readonly unit: 'MiB/s' | 'req/s';
-  readonly berth?: number;
-  readonly distribution?: number;
-  /** Minimum berth/Distribution ratio the issue asks for. */
-  readonly target: number;
-  /** Latency cases: p50/p99 in ms; the target also needs berth's p99 <= Distribution's. */
+  readonly unit: 'MiB/s' | 'req/s' | 'tokens/s';
+  /**
+   * What the columns compare: berth beside Distribution unless said otherwise (the auth case
+   * compares berth with auth on to berth with auth off); one name for a row measured alone.
+   */
+  readonly sides?: readonly [string] | readonly [string, string];
+  /** The first side's value (berth), and the second's (Distribution, or whatever `sides` names). */
+  readonly left?: number;
+  readonly right?: number;
+  /** Minimum left/right ratio the issue asks for; none for rows recorded for information. */
+  readonly target?: number;
+  /** The target also needs the left side's p99 <= the right side's. */
+  readonly p99NoWorse?: boolean;
+  /** Latency cases: p50/p99 in ms. */
   readonly latency?: {
-    readonly berth?: { p50: number; p99: number };
-    readonly distribution?: { p50: number; p99: number };
+    readonly left?: { p50: number; p99: number };
+    readonly right?: { p50: number; p99: number };
   };
 }
+
+export const defaultSides = ['berth', 'Distribution'] as const;
 
 export interface Machine {
   readonly date: string;
@@ -31,14 +42,20 @@ export interface Machine {
   readonly source: string;
 }
 
-export function machine(distributionVersion: string): Machine {
-  const sh = (cmd: string, args: string[]) => {
-    try {
-      return execFileSync(cmd, args, { encoding: 'utf8' }).trim();
-    } catch {
-      return 'unknown';
-    }
-  };
+const sh = (cmd: string, args: string[]) => {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8' }).trim();
+  } catch {
+    return 'unknown';
+  }
+};
+
+/** The berth source as it is now: read when the servers start, as others may commit meanwhile. */
+export function sourceVersion(): string {
+  return `commit ${sh('git', ['rev-parse', '--short', 'HEAD'])}${sh('git', ['status', '--porcelain', '--', 'src']) ? ' with uncommitted changes in src/' : ''}`;
+}
+
+export function machine(distributionVersion: string, source: string = sourceVersion()): Machine {
   let cpu = 'unknown';
   try {
     cpu = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? cpu;
@@ -51,48 +68,54 @@ export function machine(distributionVersion: string): Machine {
     kernel: `Linux ${release()}`,
     node: process.version,
     distribution: distributionVersion,
-    source: `commit ${sh('git', ['rev-parse', '--short', 'HEAD'])}${sh('git', ['status', '--porcelain', '--', 'src']) ? ' with uncommitted changes in src/' : ''}`,
+    source,
   };
 }
 
-/** True, false, or undefined when one side was not measured. */
+/** True, false, or undefined when one side was not measured or the row has no target. */
 export function verdict(r: Row): boolean | undefined {
-  if (r.berth === undefined || r.distribution === undefined) return undefined;
-  const ratioOk = r.berth / r.distribution >= r.target;
-  const b = r.latency?.berth;
-  const d = r.latency?.distribution;
-  return ratioOk && (!b || !d || b.p99 <= d.p99);
+  if (r.left === undefined || r.right === undefined || r.target === undefined) return undefined;
+  const ratioOk = r.left / r.right >= r.target;
+  const a = r.latency?.left;
+  const b = r.latency?.right;
+  return ratioOk && (!r.p99NoWorse || !a || !b || a.p99 <= b.p99);
 }
 
 const fmt = (v: number | undefined, unit: string) => (v === undefined ? '—' : `${v.toFixed(0)} ${unit}`);
 const ms = (l: { p50: number; p99: number } | undefined) =>
   l ? `${l.p50.toFixed(1)} / ${l.p99.toFixed(1)}` : '—';
 
+/** One group's table; every row of a group has the same `sides`. */
 function table(rows: readonly Row[]): string[] {
+  const sides = rows[0]?.sides ?? defaultSides;
   const latency = rows.some((r) => r.latency);
-  const head = latency
-    ? [
-        '| case | berth | Distribution | ratio | p50 / p99 ms berth | p50 / p99 ms Distribution | target | result |',
-      ]
-    : ['| case | berth | Distribution | ratio | target | result |'];
-  head.push(
-    latency
-      ? '| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |'
-      : '| --- | ---: | ---: | ---: | --- | --- |',
-  );
+  const targets = rows.some((r) => r.target !== undefined);
+  const columns: [string, string][] = [['case', '---'], ...sides.map((x): [string, string] => [x, '---:'])];
+  if (sides.length === 2) columns.push(['ratio', '---:']);
+  if (latency) columns.push(...sides.map((x): [string, string] => [`p50 / p99 ms ${x}`, '---:']));
+  if (targets) columns.push(['target', '---'], ['result', '---']);
+  const head = columns.map((c) => c[0]);
+  const align = columns.map((c) => c[1]);
   return [
-    ...head,
+    `| ${head.join(' | ')} |`,
+    `| ${align.join(' | ')} |`,
     ...rows.map((r) => {
-      const ratio =
-        r.berth !== undefined && r.distribution !== undefined
-          ? `${(r.berth / r.distribution).toFixed(2)}x`
-          : '—';
-      const target = `≥ ${r.target.toFixed(2)}x${r.latency ? ', p99 no worse' : ''}`;
-      const v = verdict(r);
-      const result = v === undefined ? '—' : v ? 'pass' : '**miss**';
-      const cells = [r.case, fmt(r.berth, r.unit), fmt(r.distribution, r.unit), ratio];
-      if (latency) cells.push(ms(r.latency?.berth), ms(r.latency?.distribution));
-      cells.push(target, result);
+      const cells = [r.case, fmt(r.left, r.unit)];
+      if (sides.length === 2) {
+        cells.push(fmt(r.right, r.unit));
+        cells.push(r.left !== undefined && r.right !== undefined ? `${(r.left / r.right).toFixed(2)}x` : '—');
+      }
+      if (latency) {
+        cells.push(ms(r.latency?.left));
+        if (sides.length === 2) cells.push(ms(r.latency?.right));
+      }
+      if (targets) {
+        const v = verdict(r);
+        cells.push(
+          r.target === undefined ? '—' : `≥ ${r.target.toFixed(2)}x${r.p99NoWorse ? ', p99 no worse' : ''}`,
+          v === undefined ? '—' : v ? 'pass' : '**miss**',
+        );
+      }
       return `| ${cells.join(' | ')} |`;
     }),
   ];
@@ -103,6 +126,8 @@ export function markdown(
   m: Machine,
   command: string,
   notes: readonly string[],
+  /** Paragraphs under a group's heading, before its table. */
+  groupNotes: Readonly<Record<string, readonly string[]>> = {},
 ): string {
   const verdicts = rows.map(verdict).filter((v) => v !== undefined);
   const missed = verdicts.filter((v) => !v).length;
@@ -119,10 +144,14 @@ export function markdown(
     '',
     verdicts.length
       ? `**${verdicts.length - missed} of ${verdicts.length} targets met${missed ? `, ${missed} missed` : ''}.**`
-      : 'Only one registry was measured: no ratios.',
+      : 'No case with a target was measured.',
     '',
   ];
   const groups = [...new Set(rows.map((r) => r.group))];
-  for (const g of groups) lines.push(`## ${g}`, '', ...table(rows.filter((r) => r.group === g)), '');
+  for (const g of groups) {
+    lines.push(`## ${g}`, '');
+    for (const p of groupNotes[g] ?? []) lines.push(p, '');
+    lines.push(...table(rows.filter((r) => r.group === g)), '');
+  }
   return lines.join('\n');
 }

@@ -1,13 +1,17 @@
 // The registries the benchmark compares, each over HTTPS on 127.0.0.1: berth (started through its
 // CLI with filesystem storage, or one already running) and CNCF Distribution 2.8.2 (Debian's
 // docker-registry, filesystem storage). What the harness starts it stops by its own PID, and
-// it removes the temp dirs it made.
+// it removes the temp dirs it made. berth starts with auth on, as by default, unless told
+// otherwise (BERTH_AUTH_ENABLED=false): its bootstrap admin gets a password made for the run, and
+// the benchmark signs in with it (token auth, as docker does; see client.ts).
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import type { Credentials } from './client.ts';
 
 export type TargetName = 'berth' | 'distribution';
 
@@ -24,6 +28,10 @@ export interface Target {
   readonly keyFile?: string;
   /** How it was configured, for the report. */
   readonly settings: readonly string[];
+  /** Who the benchmark signs in as (berth with auth on); Distribution runs without auth. */
+  readonly credentials?: Credentials;
+  /** GET /v2/ without credentials answered 401: every request is authenticated and authorized. */
+  readonly authenticated: boolean;
   stop(): Promise<void>;
 }
 
@@ -59,13 +67,13 @@ function stopper(child: ChildProcess, dir: string | undefined): () => Promise<vo
   };
 }
 
-/** Resolves once GET /v2/ answers 200 or 401 over TLS trusting `ca`. */
+/** Resolves once GET /v2/ answers 200 or 401 over TLS trusting `ca`, to that status. */
 async function waitUntilServing(
   base: string,
   ca: Buffer,
   child: ChildProcess | undefined,
   out: () => string,
-) {
+): Promise<200 | 401> {
   const deadline = Date.now() + STARTUP_MS;
   for (;;) {
     if (child && child.exitCode !== null)
@@ -79,7 +87,7 @@ async function waitUntilServing(
       req.on('error', (e) => res(e.message));
       req.end();
     });
-    if (status === 200 || status === 401) return;
+    if (status === 200 || status === 401) return status;
     if (Date.now() > deadline) throw new Error(`${base}/v2/ did not answer (last: ${status}):\n${out()}`);
     await new Promise((r) => setTimeout(r, 200));
   }
@@ -93,7 +101,12 @@ async function waitUntilServing(
 export async function startBerth(extraEnv: Readonly<Record<string, string>> = {}): Promise<Target> {
   const dataDir = mkdtempSync(join(tmpdir(), 'berth-bench-'));
   // Access logs off, as for Distribution below: the benchmark measures serving, not logging.
-  const env: Record<string, string | undefined> = { ...process.env, BERTH_LOG_LEVEL: 'warn', ...extraEnv };
+  const env: Record<string, string | undefined> = {
+    ...process.env,
+    BERTH_LOG_LEVEL: 'warn',
+    BERTH_ADMIN_PASSWORD: `bench-${randomBytes(12).toString('hex')}`,
+    ...extraEnv,
+  };
   const child = spawn(
     process.execPath,
     ['src/cli.ts', 'serve', '--listen', '127.0.0.1:0', '--data', dataDir],
@@ -135,12 +148,15 @@ export async function startBerth(extraEnv: Readonly<Record<string, string>> = {}
     const base = `https://${address}`;
     const tls = join(dataDir, 'tls');
     const caPath = join(tls, 'ca.crt');
-    await waitUntilServing(base, readFileSync(caPath), child, () => out);
+    const status = await waitUntilServing(base, readFileSync(caPath), child, () => out);
     const secret = /KEY|SECRET|TOKEN|PASSWORD/i;
     const settings = Object.entries(env)
       .filter(([k]) => k.startsWith('BERTH_'))
       .map(([k, v]) => `${k}=${secret.test(k) && !/FILE$/.test(k) ? '(redacted)' : v}`);
     settings.push(
+      status === 401
+        ? 'auth on (token auth: the client signs in as admin and sends Bearer tokens)'
+        : 'auth off (GET /v2/ answers 200 without credentials)',
       existsSync(join(dataDir, 'keys', 'kek.json'))
         ? 'encryption at rest on (it created DATA/keys/kek.json)'
         : 'no DATA/keys/kek.json (encryption at rest off, or keys given inline)',
@@ -153,6 +169,8 @@ export async function startBerth(extraEnv: Readonly<Record<string, string>> = {}
       pid: child.pid,
       certFile: join(tls, 'server.crt'),
       keyFile: join(tls, 'server.key'),
+      credentials: { username: 'admin', password: env.BERTH_ADMIN_PASSWORD! },
+      authenticated: status === 401,
       stop,
     };
   } catch (e) {
@@ -162,10 +180,23 @@ export async function startBerth(extraEnv: Readonly<Record<string, string>> = {}
 }
 
 /** A berth the harness did not start: only checked, never stopped. */
-export async function externalBerth(url: string, caPath: string): Promise<Target> {
+export async function externalBerth(url: string, caPath: string, credentials?: Credentials): Promise<Target> {
   const base = url.replace(/\/+$/, '');
-  await waitUntilServing(base, readFileSync(caPath), undefined, () => '');
-  return { name: 'berth', base, caPath, pid: undefined, settings: [], stop: async () => {} };
+  const status = await waitUntilServing(base, readFileSync(caPath), undefined, () => '');
+  if (status === 401 && !credentials)
+    throw new Error(
+      `${base} asks for credentials: pass --credentials USER:PASSWORD (or set BERTH_ADMIN_PASSWORD)`,
+    );
+  return {
+    name: 'berth',
+    base,
+    caPath,
+    pid: undefined,
+    settings: [status === 401 ? `auth on, signed in as ${credentials!.username}` : 'auth off'],
+    ...(credentials && { credentials }),
+    authenticated: status === 401,
+    stop: async () => {},
+  };
 }
 
 export function distributionVersion(): string {
@@ -279,7 +310,8 @@ export async function startDistribution(tls?: { certFile: string; keyFile: strin
     child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
     const base = `https://127.0.0.1:${port}`;
     try {
-      await waitUntilServing(base, readFileSync(material.caPath), child, () => out);
+      const status = await waitUntilServing(base, readFileSync(material.caPath), child, () => out);
+      if (status !== 200) throw new Error(`Distribution answers GET /v2/ with ${status}, not 200`);
     } catch (e) {
       await stop();
       throw e;
@@ -290,6 +322,7 @@ export async function startDistribution(tls?: { certFile: string; keyFile: strin
       caPath: material.caPath,
       pid: child.pid,
       settings: [material === tls ? "berth's certificate and key" : 'a throwaway openssl CA (RSA 2048)'],
+      authenticated: false,
       stop,
     };
     return target;

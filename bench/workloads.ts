@@ -156,10 +156,20 @@ export interface SmallImage {
   readonly manifestDigest: string;
 }
 
-/** Pushes a config blob, a 1 KiB layer and an OCI image manifest tagged `latest`. */
-export async function pushSmallImage(c: Client, repo: string): Promise<SmallImage> {
-  const [config, layer] = blobSet(1024, 2, randomBytes(1024)).refresh();
-  for (const b of [config!, layer!]) await pushDockerStyle(c, repo, b);
+/** The bytes of a small image: a 1 KiB config blob, a 1 KiB layer and an OCI manifest naming them. */
+export interface SmallImageContent {
+  readonly config: Blob;
+  readonly layer: Blob;
+  readonly manifest: Buffer;
+  readonly manifestDigest: string;
+}
+
+/** A small image made of `seed` (2 KiB; random when not given), so that it can be pushed alike twice. */
+export function smallImage(seed: Buffer = randomBytes(2048)): SmallImageContent {
+  const [config, layer] = [seed.subarray(0, 1024), seed.subarray(1024, 2048)].map((b) => ({
+    bytes: Buffer.from(b),
+    digest: `sha256:${createHash('sha256').update(b).digest('hex')}`,
+  }));
   const manifest = Buffer.from(
     JSON.stringify({
       schemaVersion: 2,
@@ -171,13 +181,24 @@ export async function pushSmallImage(c: Client, repo: string): Promise<SmallImag
     }),
   );
   const manifestDigest = `sha256:${createHash('sha256').update(manifest).digest('hex')}`;
+  return { config: config!, layer: layer!, manifest, manifestDigest };
+}
+
+/** Pushes a config blob, a 1 KiB layer and an OCI image manifest tagged `latest`. */
+export async function pushSmallImage(
+  c: Client,
+  repo: string,
+  content: SmallImageContent = smallImage(),
+): Promise<SmallImage> {
+  const { config, layer, manifest, manifestDigest } = content;
+  for (const b of [config, layer]) await pushDockerStyle(c, repo, b);
   const put = await c.call('PUT', `/v2/${repo}/manifests/latest`, {
     body: manifest,
     headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' },
   });
   expectStatus(put, 201, 'PUT manifest');
   if (put.headers['docker-content-digest'] !== manifestDigest) throw new Error('PUT manifest: wrong digest');
-  return { repo, layer: layer!, manifestDigest };
+  return { repo, layer, manifestDigest };
 }
 
 export function getManifest(c: Client, img: SmallImage) {

@@ -341,7 +341,7 @@ describe('the token endpoint', () => {
 
   it('exchanges a CI id token for a role session, by POST and as the oidc user of GET', async () => {
     const { privateKey, publicKey } = await generateKeyPair('ES256');
-    const jwk = { ...(await exportJWK(publicKey)), kid: 'ci', alg: 'ES256', use: 'sig' };
+    const jwk = { ...(await exportJWK(publicKey)), kty: 'EC', kid: 'ci', alg: 'ES256', use: 'sig' };
     const issuer = 'https://ci.example.test';
     await h.auth.federation.addProvider({ issuer, audiences: ['berth'], jwks: { keys: [jwk] } });
     await h.auth.identities.createRole({
