@@ -21,9 +21,18 @@ import { startBerth } from '../test/support/berth.ts';
 import { startRgw } from '../test/support/rgw.ts';
 import { type Client, type Credentials, client, expectStatus } from './client.ts';
 
-const { values: flags } = parseArgs({ options: { quick: { type: 'boolean', default: false } } });
+const { values: flags } = parseArgs({
+  options: { quick: { type: 'boolean', default: false }, reps: { type: 'string', default: '3' } },
+});
 const MiB = 1024 * 1024;
 const quick = flags.quick;
+const reps = quick ? 1 : Math.max(1, Number(flags.reps));
+
+function median(xs: number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
 
 interface Server {
   readonly label: string;
@@ -178,7 +187,7 @@ async function main() {
   const conc = 4;
   const rgw = await startRgw();
   const stops: (() => Promise<void>)[] = [() => rgw.stop()];
-  const rows: { label: string; push: number; pull: number }[] = [];
+  const rows: { label: string; push: number; pull: number; all: { push: number; pull: number }[] }[] = [];
   try {
     const admin = new S3Client({
       endpoint: rgw.endpoint,
@@ -205,33 +214,45 @@ async function main() {
         },
       ],
     ];
-    let tls: { cert: string; key: string; ca: string } | undefined;
-    let keep: { dataDir: string; stop: () => Promise<void> } | undefined;
+    // Every server runs for the whole benchmark and each repetition measures all of them, in an
+    // order that rotates, so a noisy moment on the shared cores does not land on one variant;
+    // the table shows medians.
+    const servers: Server[] = [];
     for (const [label, env] of variants) {
       const b = await startBerth({ env: { BERTH_LOG_LEVEL: 'warn', ...env } });
-      if (!tls) {
-        tls = {
-          cert: join(b.dataDir, 'tls', 'server.crt'),
-          key: join(b.dataDir, 'tls', 'server.key'),
-          ca: b.caPath,
-        };
-      }
-      const s: Server = { label, base: b.url, caPath: b.caPath, credentials: b.admin, stop: () => b.stop() };
-      rows.push({ label, ...(await measure(s, size, count, conc)) });
-      process.stderr.write(
-        `${label}: push ${rows.at(-1)!.push.toFixed(0)}, pull ${rows.at(-1)!.pull.toFixed(0)} MiB/s\n`,
-      );
-      // The first berth's certificate also serves Distribution; keep that data dir until the end.
-      if (!keep) keep = { dataDir: b.dataDir, stop: s.stop };
-      else await s.stop();
+      stops.push(() => b.stop());
+      servers.push({ label, base: b.url, caPath: b.caPath, credentials: b.admin, stop: () => b.stop() });
     }
-    stops.push(() => keep!.stop());
-    const dist = await startDistributionOnS3(rgw, 'dist-bench', tls!);
+    // The first berth's certificate also serves Distribution.
+    const first = servers[0]!;
+    const tlsDir = join(first.caPath, '..');
+    const dist = await startDistributionOnS3(rgw, 'dist-bench', {
+      cert: join(tlsDir, 'server.crt'),
+      key: join(tlsDir, 'server.key'),
+      ca: first.caPath,
+    });
     stops.push(() => dist.stop());
-    rows.push({ label: dist.label, ...(await measure(dist, size, count, conc)) });
-    process.stderr.write(
-      `${dist.label}: push ${rows.at(-1)!.push.toFixed(0)}, pull ${rows.at(-1)!.pull.toFixed(0)} MiB/s\n`,
-    );
+    servers.push(dist);
+    const samples = new Map<string, { push: number; pull: number }[]>();
+    for (let rep = 0; rep < reps; rep++) {
+      for (let i = 0; i < servers.length; i++) {
+        const s = servers[(i + rep) % servers.length]!;
+        const m = await measure(s, size, count, conc);
+        samples.set(s.label, [...(samples.get(s.label) ?? []), m]);
+        process.stderr.write(
+          `rep ${rep + 1}, ${s.label}: push ${m.push.toFixed(0)}, pull ${m.pull.toFixed(0)} MiB/s\n`,
+        );
+      }
+    }
+    for (const s of servers) {
+      const ms = samples.get(s.label)!;
+      rows.push({
+        label: s.label,
+        push: median(ms.map((m) => m.push)),
+        pull: median(ms.map((m) => m.pull)),
+        all: ms,
+      });
+    }
   } finally {
     for (const stop of stops.reverse()) await stop().catch(() => {});
   }
@@ -244,11 +265,16 @@ async function main() {
     `Command: \`npm run bench:storage${quick ? ' -- --quick' : ''}\` (bench/storage.ts), ${new Date().toISOString()}.`,
     `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}.`,
     `${count} blobs of 16 MiB pushed (POST, PATCH, PUT) then pulled (hashed) at concurrency ${conc}, over HTTPS on 127.0.0.1;`,
+    `${reps} repetition(s), every server measured in each, the order rotating; medians shown (all repetitions in the last column).`,
+    'berth runs with auth on (the client signs in at /token and sends a Bearer token); Distribution has no auth.',
     'RGW is a one-node Ceph cluster (memstore OSD) started by the harness on the same 2 cores.',
     '',
-    '| variant | push MiB/s | pull MiB/s |',
-    '| --- | ---: | ---: |',
-    ...rows.map((r) => `| ${r.label} | ${r.push.toFixed(0)} | ${r.pull.toFixed(0)} |`),
+    '| variant | push MiB/s | pull MiB/s | push / pull, each repetition |',
+    '| --- | ---: | ---: | --- |',
+    ...rows.map(
+      (r) =>
+        `| ${r.label} | ${r.push.toFixed(0)} | ${r.pull.toFixed(0)} | ${r.all.map((m) => `${m.push.toFixed(0)} / ${m.pull.toFixed(0)}`).join(', ')} |`,
+    ),
     '',
     `Encryption cost on berth's filesystem pull: ${(encCost * 100).toFixed(1)}% (target at most 15%: ${encCost <= 0.15 ? 'met' : 'missed'}).`,
     `berth on RGW (encrypted) vs Distribution on RGW: push ${(rgwEnc!.push / dist!.push).toFixed(2)}x, pull ${(rgwEnc!.pull / dist!.pull).toFixed(2)}x (target at least 1.0x: ${rgwEnc!.push >= dist!.push && rgwEnc!.pull >= dist!.pull ? 'met' : 'missed'}).`,
