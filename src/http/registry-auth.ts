@@ -7,6 +7,7 @@ import type { Context, MiddlewareHandler } from 'hono';
 import type { AccessEntry, Decision, Identity, RequestInfo } from '../auth/index.ts';
 import { AuthError } from '../auth/index.ts';
 import { OciError } from '../errors.ts';
+import { basicCredentials, requestInfo } from './caller.ts';
 import type { AppEnv } from './env.ts';
 
 /** What /v2 needs of the auth service (main.ts passes the real one). */
@@ -69,14 +70,6 @@ const registryAction: Record<ScopeAction, string> = {
   delete: 'registry:Delete',
 };
 
-function requestInfo(c: Context<AppEnv>): RequestInfo {
-  return {
-    sourceIp: c.get('clientIp'),
-    requestId: c.get('requestId'),
-    secure: c.get('origin').startsWith('https:'),
-  };
-}
-
 function scopeOf(need: Need): string | undefined {
   if (need.kind === 'catalog') return 'registry:catalog:*';
   if (need.kind === 'repository') {
@@ -130,13 +123,6 @@ function grants(access: readonly AccessEntry[], need: Need): 'granted' | 'refuse
   const entries = access.filter((a) => a.type === type && a.name === name);
   if (entries.length === 0) return 'not-asked';
   return entries.some((a) => a.actions.includes(wanted) || a.actions.includes('*')) ? 'granted' : 'refused';
-}
-
-function basicCredentials(header: string): { username: string; secret: string } | undefined {
-  const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8');
-  const colon = decoded.indexOf(':');
-  if (colon < 0) return undefined;
-  return { username: decoded.slice(0, colon), secret: decoded.slice(colon + 1) };
 }
 
 function authFailure(e: unknown, c: Context<AppEnv>, service: string, need: Need): unknown {

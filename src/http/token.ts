@@ -18,11 +18,16 @@ import {
   type Scope,
 } from '../auth/index.ts';
 import { OciError } from '../errors.ts';
+import { basicCredentials, requestInfo } from './caller.ts';
 import type { AppEnv } from './env.ts';
 import type { RegistryAuth } from './registry-auth.ts';
 
 export interface TokenAuth extends RegistryAuth {
-  authenticateRefresh(refreshToken: string, req: RequestInfo): Promise<Identity>;
+  authenticateRefresh(
+    refreshToken: string,
+    req: RequestInfo,
+    opts?: { clientId?: string },
+  ): Promise<Identity>;
   exchangeIdToken(idToken: string, req: RequestInfo, role?: string): Promise<Identity>;
   grant(identity: Identity, scopes: Scope[], req: RequestInfo): Promise<AccessEntry[]>;
   issueToken(
@@ -40,14 +45,6 @@ export interface TokenRoutesOptions {
 
 const tokenExchange = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const idTokenTypes = ['urn:ietf:params:oauth:token-type:id_token', 'urn:ietf:params:oauth:token-type:jwt'];
-
-function requestInfo(c: Context<AppEnv>): RequestInfo {
-  return {
-    sourceIp: c.get('clientIp'),
-    requestId: c.get('requestId'),
-    secure: c.get('origin').startsWith('https:'),
-  };
-}
 
 /** An OAuth2 error (RFC 6749 section 5.2): always JSON, never a redirect or HTML. */
 function oauthError(c: Context<AppEnv>, status: 400 | 401 | 429, error: string, description: string) {
@@ -73,11 +70,10 @@ export function tokenRoutes(opts: TokenRoutesOptions) {
     const header = c.req.header('authorization') ?? '';
     let identity: Identity;
     if (/^basic /i.test(header)) {
-      const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8');
-      const colon = decoded.indexOf(':');
+      const creds = basicCredentials(header);
       try {
-        if (colon < 0) throw new AuthError('bad-credentials', 'malformed Basic credentials');
-        identity = await auth.authenticateBasic(decoded.slice(0, colon), decoded.slice(colon + 1), req);
+        if (!creds) throw new AuthError('bad-credentials', 'malformed Basic credentials');
+        identity = await auth.authenticateBasic(creds.username, creds.secret, req);
       } catch (e) {
         throw basicFailure(e);
       }
@@ -127,7 +123,9 @@ export function tokenRoutes(opts: TokenRoutesOptions) {
       } else if (grantType === 'refresh_token') {
         const refresh = form.get('refresh_token');
         if (!refresh) return oauthError(c, 400, 'invalid_request', 'refresh_token is missing');
-        identity = await auth.authenticateRefresh(refresh, req);
+        // A refresh token is bound to the client it was issued to (client_id), as OAuth2 asks.
+        const clientId = form.get('client_id');
+        identity = await auth.authenticateRefresh(refresh, req, clientId ? { clientId } : undefined);
       } else if (grantType === tokenExchange) {
         const subject = form.get('subject_token');
         const subjectType = form.get('subject_token_type');
