@@ -274,7 +274,7 @@ export function createAuditLog(opts: {
             waiting.unshift(...batch.slice(room));
             batch = batch.slice(0, room);
             const entries = await appendBatch(batch.map((b) => b.event));
-            batch.forEach((b, i) => b.resolve(entries[i]!));
+            for (const [i, b] of batch.entries()) b.resolve(entries[i]!);
           } catch (err) {
             for (const b of batch) b.reject(err);
           }
