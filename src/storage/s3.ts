@@ -67,18 +67,17 @@ const copyPartSize = 512 * 1024 * 1024;
 
 const name = 's3';
 
-// The SDK warns on every failed streamed request that it cannot retry one. Streamed parts are
-// ours to retry (multipart.ts resends them from their buffer, and stops a speculative one on
-// purpose), so that warning is noise here; anything else it says still reaches stderr.
+// With a logger configured the SDK logs every failed command (each expected 404 of a HEAD) and
+// warns on every failed streamed request that it cannot retry one. Failures reach the driver as
+// exceptions, and streamed parts are ours to retry (multipart.ts resends them from their buffer,
+// and stops a speculative one on purpose), so only other warnings still reach stderr.
 const sdkLogger = {
   debug() {},
   info() {},
   warn(...args: unknown[]) {
     if (!String(args[0]).includes('non-retryable streaming request')) console.warn(...args);
   },
-  error(...args: unknown[]) {
-    console.error(...args);
-  },
+  error() {},
 };
 
 function errName(e: unknown): string | undefined {

@@ -33,7 +33,9 @@ export function run(
         } else resolve({ stdout, stderr });
       },
     );
-    // Secrets go through stdin, never argv (where ps would show them).
+    // Secrets go through stdin, never argv (where ps would show them). A command that exits
+    // without reading its stdin makes this write fail with EPIPE: that is no error of ours.
+    child.stdin?.on('error', () => {});
     child.stdin?.end(opts.input ?? '');
   });
 }
