@@ -303,6 +303,26 @@ const showing =
     return 0;
   };
 
+/** `policy attach` and `policy detach`: the same command but for the verb. */
+function attachment(verb: 'attach' | 'detach'): AdminCommand {
+  return {
+    usage: `policy ${verb} NAME --user U | --group G | --role R | --service-account S`,
+    options: targetOptions,
+    args: [1, 1],
+    check: (v) => {
+      const one = exactlyOne(v, targetFlags);
+      return typeof one === 'string' ? one : undefined;
+    },
+    async run(x) {
+      const target = targetOf(x.values);
+      if (verb === 'attach') await x.client.attachPolicy(nameArg(x), target);
+      else await x.client.detachPolicy(nameArg(x), target);
+      print(`${verb}ed policy ${nameArg(x)} ${verb === 'attach' ? 'to' : 'from'} ${describeTarget(target)}`);
+      return 0;
+    },
+  };
+}
+
 const adminCommands: Record<string, AdminCommand> = {
   'user create': {
     usage: 'user create NAME [--group G ...] [--password-stdin-for-user]',
@@ -499,36 +519,8 @@ const adminCommands: Record<string, AdminCommand> = {
       return 0;
     },
   },
-  'policy attach': {
-    usage: 'policy attach NAME --user U | --group G | --role R | --service-account S',
-    options: targetOptions,
-    args: [1, 1],
-    check: (v) => {
-      const one = exactlyOne(v, targetFlags);
-      return typeof one === 'string' ? one : undefined;
-    },
-    async run(x) {
-      const target = targetOf(x.values);
-      await x.client.attachPolicy(nameArg(x), target);
-      print(`attached policy ${nameArg(x)} to ${describeTarget(target)}`);
-      return 0;
-    },
-  },
-  'policy detach': {
-    usage: 'policy detach NAME --user U | --group G | --role R | --service-account S',
-    options: targetOptions,
-    args: [1, 1],
-    check: (v) => {
-      const one = exactlyOne(v, targetFlags);
-      return typeof one === 'string' ? one : undefined;
-    },
-    async run(x) {
-      const target = targetOf(x.values);
-      await x.client.detachPolicy(nameArg(x), target);
-      print(`detached policy ${nameArg(x)} from ${describeTarget(target)}`);
-      return 0;
-    },
-  },
+  'policy attach': attachment('attach'),
+  'policy detach': attachment('detach'),
   'repo-policy put': {
     usage: 'repo-policy put SCOPE FILE        (SCOPE: team-a/api, team-a/* or *)',
     args: [2, 2],
