@@ -14,12 +14,11 @@ import {
   type RequestContext,
   validateCondition,
 } from './conditions.ts';
+import { deepFreeze, parseDocument, policyVersion } from './policy-document.ts';
 
 export type { PolicyError } from './conditions.ts';
 
-export const policyVersion = '2012-10-17';
-export const maxPolicyBytes = 32 * 1024;
-export const maxStatements = 100;
+export { maxPolicyBytes, maxStatements, policyVersion } from './policy-document.ts';
 
 export type PolicyKind = 'identity' | 'repository';
 export type Effect = 'Allow' | 'Deny';
@@ -230,71 +229,19 @@ function validateStatement(
   return errors.length === before ? (out as unknown as Statement) : undefined;
 }
 
-function deepFreeze<T>(v: T): T {
-  if (typeof v === 'object' && v !== null) {
-    for (const x of Object.values(v)) deepFreeze(x);
-    Object.freeze(v);
-  }
-  return v;
-}
-
 /**
  * Validates a policy document (a parsed JSON value or JSON text). The returned policy is frozen and
  * should be kept: evaluation caches its compiled form per policy object.
  */
 export function validatePolicy(doc: unknown, kind: PolicyKind): ValidationResult {
-  let json: string;
-  try {
-    json = typeof doc === 'string' ? doc : JSON.stringify(doc);
-    if (typeof doc === 'string') doc = JSON.parse(doc);
-  } catch {
-    return { ok: false, errors: [err('', 'policy is not valid JSON')] };
-  }
-  const bytes = new TextEncoder().encode(json ?? '').length;
-  if (bytes > maxPolicyBytes)
-    return {
-      ok: false,
-      errors: [err('', `policy is ${bytes} bytes of JSON, more than the ${maxPolicyBytes} allowed`)],
-    };
-  if (!isObject(doc)) return { ok: false, errors: [err('', 'policy must be a JSON object')] };
-
-  const errors: PolicyError[] = [];
-  for (const k of Object.keys(doc))
-    if (k !== 'Version' && k !== 'Id' && k !== 'Statement')
-      errors.push(err('', `unknown top-level key ${JSON.stringify(k)}`));
-  if (doc['Version'] !== policyVersion) errors.push(err('Version', `must be "${policyVersion}"`));
-  if (Object.hasOwn(doc, 'Id') && typeof doc['Id'] !== 'string') errors.push(err('Id', 'must be a string'));
-
-  const rawStatements = doc['Statement'];
-  const list = Array.isArray(rawStatements) ? rawStatements : isObject(rawStatements) ? [rawStatements] : [];
-  if (list.length === 0)
-    errors.push(err('Statement', 'must be a statement or a non-empty array of statements'));
-  if (list.length > maxStatements)
-    return {
-      ok: false,
-      errors: [
-        ...errors,
-        err('Statement', `has ${list.length} statements, at most ${maxStatements} are allowed`),
-      ],
-    };
-
-  const statements: Statement[] = [];
-  const sids = new Map<string, number>();
-  for (const [i, raw] of list.entries()) {
-    const path = Array.isArray(rawStatements) ? `Statement[${i}]` : 'Statement';
-    const s = validateStatement(raw, path, kind, errors);
-    if (s) statements.push(s);
-    const sid = isObject(raw) ? raw['Sid'] : undefined;
-    if (typeof sid !== 'string') continue;
-    const first = sids.get(sid);
-    if (first === undefined) sids.set(sid, i);
-    else errors.push(err(`${path}.Sid`, `duplicate Sid ${JSON.stringify(sid)} (also Statement[${first}])`));
-  }
-  if (errors.length > 0) return { ok: false, errors };
+  const parsed = parseDocument(doc, 'policy', (raw, path, errors) =>
+    validateStatement(raw, path, kind, errors),
+  );
+  if (!parsed.ok) return parsed;
   const policy: Policy = {
     Version: policyVersion,
-    ...(typeof doc['Id'] === 'string' ? { Id: doc['Id'] } : {}),
-    Statement: statements,
+    ...(parsed.id !== undefined ? { Id: parsed.id } : {}),
+    Statement: parsed.statements,
   };
   return { ok: true, policy: deepFreeze(policy) };
 }
