@@ -81,3 +81,24 @@ export function deepFreeze<T>(v: T): T {
   }
   return v;
 }
+
+/** A string or non-empty array of strings, each checked by `check` (which returns an error text). */
+export function stringList(
+  raw: unknown,
+  path: string,
+  errors: PolicyError[],
+  check: (s: string) => string | undefined,
+): string[] | undefined {
+  if (!(typeof raw === 'string' || (Array.isArray(raw) && raw.length > 0))) {
+    errors.push(err(path, 'must be a string or a non-empty array of strings'));
+    return undefined;
+  }
+  const list: unknown[] = Array.isArray(raw) ? raw : [raw];
+  const before = errors.length;
+  for (const [i, v] of list.entries()) {
+    const at = Array.isArray(raw) ? `${path}[${i}]` : path;
+    const problem = typeof v === 'string' ? check(v) : 'must be a string';
+    if (problem) errors.push(err(at, problem));
+  }
+  return errors.length === before ? (list as string[]) : undefined;
+}

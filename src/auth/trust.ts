@@ -14,7 +14,7 @@ import {
   type PolicyError,
   validateCondition,
 } from './conditions.ts';
-import { deepFreeze, parseDocument, policyVersion } from './policy-document.ts';
+import { deepFreeze, parseDocument, policyVersion, stringList } from './policy-document.ts';
 
 export type { PolicyError } from './conditions.ts';
 
@@ -85,27 +85,6 @@ function checkFederated(v: string): string | undefined {
   return providerIdPattern.test(v)
     ? undefined
     : `${JSON.stringify(v)} is neither an issuer URL (https://...) nor a provider id`;
-}
-
-/** A string or non-empty array of strings, each checked by `check` (which returns an error text). */
-function stringList(
-  raw: unknown,
-  path: string,
-  errors: PolicyError[],
-  check: (s: string) => string | undefined,
-): string[] | undefined {
-  if (!(typeof raw === 'string' || (Array.isArray(raw) && raw.length > 0))) {
-    errors.push(err(path, 'must be a string or a non-empty array of strings'));
-    return undefined;
-  }
-  const list: unknown[] = Array.isArray(raw) ? raw : [raw];
-  const before = errors.length;
-  for (const [i, v] of list.entries()) {
-    const at = Array.isArray(raw) ? `${path}[${i}]` : path;
-    const problem = typeof v === 'string' ? check(v) : 'must be a string';
-    if (problem) errors.push(err(at, problem));
-  }
-  return errors.length === before ? (list as string[]) : undefined;
 }
 
 function validatePrincipal(raw: unknown, path: string, errors: PolicyError[]): string[] | undefined {
