@@ -12,6 +12,9 @@ packages=(
   uidmap fuse-overlayfs   # podman's runtime helpers
   radosgw ceph-mon ceph-osd ceph-common  # Ceph's S3 gateway on a one-node cluster: the real S3 peer
   attr                    # setfattr/getfattr: overlay opaque directories and layer xattrs (runner)
+  runc conmon tini        # the task runner: OCI runtime, per-container monitor, init as PID 1
+  containernetworking-plugins iptables iproute2  # bridge networking with port mappings for tasks
+  awscli                  # the real `aws ecs` CLI, driven against berth's ECS endpoint in the tests
 )
 
 missing=()

@@ -58,7 +58,11 @@ const owners: [RegExp, (rel: string) => boolean, string][] = [
   [/^node-forge$/, (r) => r === 'tls.ts', 'tls.ts'],
   [/^pino$/, (r) => r === 'log.ts', 'log.ts'],
   // runner/host.ts: mknod and xattrs through execFile (argument arrays, never a shell) for layers.
-  [/^(node:)?child_process$/, (r) => /^runner\/(runtime|host)\.ts$/.test(r), 'runner/runtime.ts, host.ts'],
+  [
+    /^(node:)?child_process$/,
+    (r) => /^runner\/(runtime|host|network)\.ts$/.test(r),
+    'runner/runtime.ts, host.ts, network.ts',
+  ],
 ];
 
 describe('architecture', () => {
