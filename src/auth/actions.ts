@@ -79,8 +79,12 @@ export const actions = [
   { name: 'ecs:DescribeServices', description: 'Read services' },
   { name: 'ecs:ListServices', description: 'List services' },
   { name: 'ecs:DeleteService', description: 'Delete a service' },
-  { name: 'ecs:ReadLogs', description: 'Read the logs of tasks' },
-  { name: 'ecs:ManageHooks', description: 'Create, change or delete lifecycle hooks' },
+  { name: 'ecs:ReadLogs', description: 'Read and follow the logs of tasks' },
+  { name: 'ecs:ReadDeployments', description: "Read a service's deployment history" },
+  { name: 'ecs:ReadHooks', description: 'List push hook rules, their runs and webhook deliveries' },
+  { name: 'ecs:ManageHooks', description: 'Create, change or delete push hook rules and webhooks' },
+  { name: 'ecs:ListSecrets', description: 'List task secrets (names and metadata, never values)' },
+  { name: 'ecs:ManageSecrets', description: 'Create, change or delete task secrets' },
 ] as const satisfies readonly ActionInfo[];
 
 export type ActionName = (typeof actions)[number]['name'];

@@ -534,7 +534,7 @@ describe('service accounts', () => {
 });
 
 describe('access keys', () => {
-  it('creates keys of the documented shape, storing only the hash of the secret', async () => {
+  it('creates keys of the documented shape, storing the hash and, for SigV4, the secret', async () => {
     const { store, storage } = setup();
     await store.createUser({ name: 'alice' });
     const key = await store.createAccessKey(alice);
@@ -550,9 +550,52 @@ describe('access keys', () => {
     expect(JSON.stringify(await store.listAccessKeys(alice))).not.toContain(key.secret);
     const everything = await allStored(storage);
     expect(everything).toContain(key.id);
-    expect(everything).not.toContain(key.secret);
     const doc = (await readJson(storage, `/auth/iam/access-keys/${key.id}.json`)) as Record<string, unknown>;
     expect(await passwords.verifySecret(key.secret, doc['secretHash'] as string)).toBe(true);
+    // SigV4 verification needs the secret itself (storage encrypts it at rest); nothing else shows it.
+    expect(doc['secret']).toBe(key.secret);
+    expect(JSON.stringify(await store.getAccessKey(key.id))).not.toContain(key.secret);
+  });
+
+  it('hands the secret of a usable key to signature checks, and records the use only when asked', async () => {
+    const { store, clock, reopen } = setup();
+    await store.createUser({ name: 'alice', tags: { team: 'a' } });
+    const key = await store.createAccessKey(alice);
+    const signing = await store.signingKey(key.id);
+    expect(signing).toMatchObject({
+      secret: key.secret,
+      principal: { type: 'user', name: 'alice', groups: [], tags: { team: 'a' }, accessKeyId: key.id },
+    });
+    await store.flush();
+    expect((await store.getAccessKey(key.id))?.lastUsedAt).toBeUndefined();
+    clock.t += 1000;
+    signing?.used();
+    await store.flush();
+    expect((await store.getAccessKey(key.id))?.lastUsedAt).toBe(at(1000));
+    // Kept across a restart.
+    expect((await reopen().signingKey(key.id))?.secret).toBe(key.secret);
+
+    expect(await store.signingKey('BKAAAAAAAAAAAAAAAAAA')).toBeUndefined();
+    expect(await store.signingKey('../../etc')).toBeUndefined();
+    await store.updateAccessKey(key.id, { status: 'inactive' });
+    expect(await store.signingKey(key.id)).toBeUndefined();
+    await store.updateAccessKey(key.id, { status: 'active' });
+    await store.updateUser('alice', { disabled: true });
+    expect(await store.signingKey(key.id)).toBeUndefined();
+  });
+
+  it('says a key stored before secrets were kept has none to sign with, and still verifies it', async () => {
+    const { store, storage, reopen } = setup();
+    await store.createUser({ name: 'alice' });
+    const key = await store.createAccessKey(alice);
+    const path = `/auth/iam/access-keys/${key.id}.json`;
+    const { secret: _, ...legacy } = (await readJson(storage, path)) as Record<string, unknown>;
+    await writeJson(storage, path, legacy);
+    const fresh = reopen();
+    const signing = await fresh.signingKey(key.id);
+    expect(signing?.principal.accessKeyId).toBe(key.id);
+    expect(signing?.secret).toBeUndefined();
+    expect(await fresh.verifyAccessKey(key.id, key.secret)).toMatchObject({ accessKeyId: key.id });
   });
 
   it('allows two keys per owner', async () => {

@@ -5,7 +5,12 @@
 //   /auth/iam/groups/<name>.json             group (membership lives on the members)
 //   /auth/iam/roles/<name>.json              role, with its trust policy (opaque here)
 //   /auth/iam/serviceaccounts/<name>.json    service account
-//   /auth/iam/access-keys/<id>.json          access key, with its secret's scrypt hash
+//   /auth/iam/access-keys/<id>.json          access key, with its secret's scrypt hash and the secret
+//
+// An access key keeps its secret as well as the hash: AWS Signature Version 4 (the ECS endpoint)
+// proves knowledge of the secret with an HMAC keyed by it, so the server needs the secret itself,
+// as AWS does. Storage encrypts it at rest. Basic sign-in still checks the hash. Keys created
+// before secrets were kept have the hash only and cannot sign requests (signingKey says so).
 //
 // <name> is encodeName(name): the name itself when it is a valid path component, else `~` and its
 // base64url (an email has an `@`, which paths cannot carry).
@@ -149,9 +154,18 @@ export interface AccessKeyInfo {
 
 export interface NewAccessKey {
   readonly id: string;
-  /** Shown once: only its hash is stored. */
+  /** Shown once: the API never returns it again (it is stored, encrypted, for request signing). */
   readonly secret: string;
   readonly createdAt: string;
+}
+
+/** What verifying a signed request (SigV4) needs: the key's secret itself, and who owns the key. */
+export interface SigningKey {
+  readonly principal: PrincipalInfo & { readonly accessKeyId: string };
+  /** Absent for keys created before berth kept secrets: such a key cannot sign requests. */
+  readonly secret?: string;
+  /** Records the key's use (lastUsedAt); call once the signature held. */
+  used(): void;
 }
 
 /** What policy evaluation needs to know about an authenticated user or service account. */
@@ -325,6 +339,11 @@ export interface IdentityStore {
   deleteAccessKey(id: string): Promise<void>;
   /** The key's owner, if the key is active, the secret right and the owner may log in. */
   verifyAccessKey(id: string, secret: string): Promise<(PrincipalInfo & { accessKeyId: string }) | undefined>;
+  /**
+   * For verifying a signature made with the key (SigV4): its secret and owner, if the key is active
+   * and the owner may log in; undefined otherwise. Never hand the secret to anything but the check.
+   */
+  signingKey(id: string): Promise<SigningKey | undefined>;
 
   /** The principal of an existing user (not disabled) or service account. */
   resolvePrincipal(ref: AccessKeyOwner): Promise<PrincipalInfo | undefined>;
@@ -342,6 +361,8 @@ interface StoredUser {
 interface StoredKey {
   readonly info: AccessKeyInfo;
   readonly secretHash: string;
+  /** The secret itself, for SigV4; absent on keys created before it was kept. */
+  readonly secret?: string;
   readonly updatedAt: string;
   readonly etag: string;
 }
@@ -607,8 +628,9 @@ function parseOwner(v: unknown): AccessKeyOwner | undefined {
 function parseKey(d: Record<string, unknown>): StoredKey | undefined {
   const meta = parseMeta(d);
   const owner = parseOwner(d['owner']);
-  const { id, status, secretHash, lastUsedAt } = d;
+  const { id, status, secretHash, secret, lastUsedAt } = d;
   if (!meta || !owner || !isAccessKeyId(id) || !str(secretHash)) return undefined;
+  if (secret !== undefined && !str(secret)) return undefined;
   if ((status !== 'active' && status !== 'inactive') || (lastUsedAt !== undefined && !str(lastUsedAt)))
     return undefined;
   const info: AccessKeyInfo = {
@@ -618,7 +640,13 @@ function parseKey(d: Record<string, unknown>): StoredKey | undefined {
     createdAt: meta.createdAt,
     ...(lastUsedAt !== undefined ? { lastUsedAt } : {}),
   };
-  return { info: Object.freeze(info), secretHash, updatedAt: meta.updatedAt, etag: meta.etag };
+  return {
+    info: Object.freeze(info),
+    secretHash,
+    ...(secret !== undefined ? { secret } : {}),
+    updatedAt: meta.updatedAt,
+    etag: meta.etag,
+  };
 }
 
 const userDoc = ({ user, passwordHash }: StoredUser) => ({
@@ -637,6 +665,7 @@ const keyDoc = (k: StoredKey) => ({
   owner: k.info.owner,
   status: k.info.status,
   secretHash: k.secretHash,
+  ...(k.secret !== undefined ? { secret: k.secret } : {}),
   createdAt: k.info.createdAt,
   updatedAt: k.updatedAt,
   ...(k.info.lastUsedAt !== undefined ? { lastUsedAt: k.info.lastUsedAt } : {}),
@@ -1193,7 +1222,7 @@ export function createIdentityStore(opts: IdentityStoreOptions): IdentityStore {
           status: 'active',
           createdAt,
         });
-        await putKey(s, { info, secretHash, updatedAt: createdAt, etag: meta.etag });
+        await putKey(s, { info, secretHash, secret, updatedAt: createdAt, etag: meta.etag });
         return { id, secret, createdAt };
       });
     },
@@ -1255,6 +1284,18 @@ export function createIdentityStore(opts: IdentityStoreOptions): IdentityStore {
       if (!owner) return undefined;
       touch(s, id);
       return { ...principalOf(owner), accessKeyId: id };
+    },
+
+    async signingKey(id) {
+      const s = await ensureLoaded();
+      const key = isAccessKeyId(id) ? s.keys.get(id) : undefined;
+      const owner = key !== undefined && key.info.status === 'active' ? liveOwner(s, key) : undefined;
+      if (!key || !owner) return undefined;
+      return {
+        principal: { ...principalOf(owner), accessKeyId: id },
+        ...(key.secret !== undefined ? { secret: key.secret } : {}),
+        used: () => touch(s, id),
+      };
     },
 
     // ---- principals and bootstrap ----

@@ -35,6 +35,7 @@ export {
   type PrincipalInfo,
   type Role,
   type ServiceAccount,
+  type SigningKey,
   type UpdateRolePatch,
   type UpdateServiceAccountPatch,
   type UpdateUserPatch,
@@ -77,6 +78,12 @@ export {
   type SimulatedStatement,
   type SimulateInput,
 } from './service.ts';
+export {
+  SigV4Error,
+  type SigV4ErrorCode,
+  type SigV4Request,
+  sigV4Messages,
+} from './sigv4.ts';
 export {
   type AccessEntry,
   type Claims,

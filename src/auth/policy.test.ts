@@ -54,11 +54,11 @@ const repository = (id: string, ...statements: unknown[]): AttachedPolicy => ({
 
 describe('action catalog', () => {
   it('lists every action once with a one-line description', () => {
-    expect(actions).toHaveLength(66);
-    expect(new Set(actions.map((a) => a.name.toLowerCase())).size).toBe(66);
+    expect(actions).toHaveLength(70);
+    expect(new Set(actions.map((a) => a.name.toLowerCase())).size).toBe(70);
     expect(actions.filter((a) => a.name.startsWith('registry:'))).toHaveLength(7);
     expect(actions.filter((a) => a.name.startsWith('admin:'))).toHaveLength(39);
-    expect(actions.filter((a) => a.name.startsWith('ecs:'))).toHaveLength(20);
+    expect(actions.filter((a) => a.name.startsWith('ecs:'))).toHaveLength(24);
     for (const a of actions) {
       expect(a.name).toMatch(/^(registry|admin|ecs):[A-Z][A-Za-z]+$/);
       expect(a.description).toMatch(/^[^\n]{5,120}$/);

@@ -1,3 +1,4 @@
+import { createHash, createHmac } from 'node:crypto';
 import { type CryptoKey, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../log.ts';
@@ -15,6 +16,14 @@ import {
   type RequestInfo,
   sessionClaims,
 } from './service.ts';
+import {
+  canonicalRequest,
+  deriveSigningKey,
+  SigV4Error,
+  type SigV4Request,
+  sigV4Messages,
+  stringToSign,
+} from './sigv4.ts';
 import type { Jwk } from './tokens.ts';
 
 const T0 = Date.parse('2025-06-01T00:00:00Z');
@@ -313,6 +322,171 @@ describe('authentication', () => {
   });
 });
 
+/**
+ * An ECS-style request signed with SigV4 at time `t`, the way the AWS SDKs sign it (auth/sigv4.test.ts
+ * holds the verifier to the real SDK; here the signer only has to agree with it).
+ */
+function signedRequest(
+  keyId: string,
+  secret: string,
+  t: number,
+  body = '{}',
+  sessionToken?: string,
+): SigV4Request {
+  const amzDate = new Date(Math.floor(t / 1000) * 1000)
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d{3}/, '');
+  const day = amzDate.slice(0, 8);
+  const headers: Record<string, string> = {
+    host: 'berth.test',
+    'content-type': 'application/x-amz-json-1.1',
+    'x-amz-date': amzDate,
+    'x-amz-target': 'AmazonEC2ContainerServiceV20141113.ListClusters',
+    ...(sessionToken !== undefined && { 'x-amz-security-token': sessionToken }),
+  };
+  const signedHeaders = Object.keys(headers).sort();
+  const bytes = new TextEncoder().encode(body);
+  const canonical = canonicalRequest({
+    method: 'POST',
+    path: '/ecs/',
+    query: '',
+    headers,
+    signedHeaders,
+    payloadHash: createHash('sha256').update(bytes).digest('hex'),
+  });
+  const scope = `${day}/eu-west-1/ecs/aws4_request`;
+  const signature = createHmac('sha256', deriveSigningKey(secret, day, 'eu-west-1', 'ecs'))
+    .update(stringToSign(amzDate, scope, canonical))
+    .digest('hex');
+  headers['authorization'] =
+    `AWS4-HMAC-SHA256 Credential=${keyId}/${scope}, SignedHeaders=${signedHeaders.join(';')}, Signature=${signature}`;
+  return { method: 'POST', path: '/ecs/', query: '', headers, body: bytes };
+}
+
+async function sigV4Error(p: Promise<unknown>): Promise<SigV4Error> {
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  if (!(e instanceof SigV4Error)) throw new Error(`expected a SigV4Error, got ${String(e)}`);
+  return e;
+}
+
+describe('SigV4 sign-in', () => {
+  const ecs = { service: 'ecs' };
+
+  it('accepts a request signed with an access key as its owner, audits it and records the use', async () => {
+    const { auth, clock } = setup();
+    await auth.identities.createUser({ name: 'alice', tags: { team: 'a' } });
+    const key = await auth.identities.createAccessKey({ type: 'user', name: 'alice' });
+    clock.t += 5000;
+    const id = await auth.authenticateSigV4(signedRequest(key.id, key.secret, clock.t), req, ecs);
+    expect(id).toEqual({
+      principal: { type: 'user', name: 'alice', groups: [], tags: { team: 'a' } },
+      authMethod: 'accesskey',
+      accessKeyId: key.id,
+    });
+    await auth.identities.flush();
+    expect((await auth.identities.getAccessKey(key.id))?.lastUsedAt).toBe(new Date(clock.t).toISOString());
+    const authn = (await auth.audit.query({ type: 'authn' })).entries;
+    expect(authn.map((e) => [e.actor, e.action, e.decision, e.sourceIp, e.detail])).toEqual([
+      ['user/alice', 'authn:SigV4', 'Allow', req.sourceIp, { accessKeyId: key.id }],
+    ]);
+    // The same signed request once more is a replay.
+    const replay = await sigV4Error(
+      auth.authenticateSigV4(signedRequest(key.id, key.secret, clock.t), req, ecs),
+    );
+    expect(replay.code).toBe('InvalidSignatureException');
+    // A pinned region must be the one signed for.
+    const pinned = await sigV4Error(
+      auth.authenticateSigV4(signedRequest(key.id, key.secret, clock.t, '{"a":1}'), req, {
+        service: 'ecs',
+        region: 'us-east-1',
+      }),
+    );
+    expect(pinned.message).toContain("Credential should be scoped to a valid region, not 'eu-west-1'");
+  });
+
+  it('refuses wrong secrets, unknown and inactive keys, audits them and throttles the key', async () => {
+    const { auth, clock } = setup({ throttle: { maxFailures: 3, windowSeconds: 300, lockoutSeconds: 60 } });
+    await auth.identities.createServiceAccount({ name: 'ci' });
+    const key = await auth.identities.createAccessKey({ type: 'serviceaccount', name: 'ci' });
+    // Each from its own address, so only the key's own failures add up.
+    const from = (n: number): RequestInfo => ({ ...req, sourceIp: `198.51.100.${n}` });
+    const wrong = await sigV4Error(
+      auth.authenticateSigV4(signedRequest(key.id, 'nope', clock.t), from(1), ecs),
+    );
+    expect(wrong.code).toBe('InvalidSignatureException');
+    expect(wrong.message.startsWith(sigV4Messages.signatureMismatch)).toBe(true);
+    const unknown = await sigV4Error(
+      auth.authenticateSigV4(signedRequest('BKAAAAAAAAAAAAAAAAAA', 'x', clock.t), from(2), ecs),
+    );
+    expect([unknown.code, unknown.message]).toEqual([
+      'UnrecognizedClientException',
+      sigV4Messages.unrecognizedClient,
+    ]);
+    await auth.identities.updateAccessKey(key.id, { status: 'inactive' });
+    const inactive = await sigV4Error(
+      auth.authenticateSigV4(signedRequest(key.id, key.secret, clock.t + 1000), from(3), ecs),
+    );
+    expect(inactive.code).toBe('UnrecognizedClientException');
+    await auth.identities.updateAccessKey(key.id, { status: 'active' });
+    await sigV4Error(auth.authenticateSigV4(signedRequest(key.id, 'nope', clock.t + 2000), from(4), ecs));
+    // Three failures on this key: locked, whoever asks and however well signed.
+    const locked = await authError(
+      auth.authenticateSigV4(signedRequest(key.id, key.secret, clock.t + 3000), from(5), ecs),
+    );
+    expect(locked.reason).toBe('throttled');
+    clock.t += 61_000;
+    const ok = await auth.authenticateSigV4(signedRequest(key.id, key.secret, clock.t), req, ecs);
+    expect(ok.principal).toMatchObject({ type: 'serviceaccount', name: 'ci' });
+
+    const denied = (await auth.audit.query({ type: 'authn', decision: 'Deny' })).entries;
+    expect(denied.map((e) => [e.actor, e.reason])).toEqual([
+      ['serviceaccount/ci', 'bad-signature'],
+      ['accesskey/BKAAAAAAAAAAAAAAAAAA', 'bad-credentials'],
+      [`accesskey/${key.id}`, 'bad-credentials'],
+      ['serviceaccount/ci', 'bad-signature'],
+      [`accesskey/${key.id}`, 'throttled'],
+    ]);
+  });
+
+  it('tells the owner of a key made before secrets were kept to create a new one', async () => {
+    const { auth, storage, reopen, clock } = setup();
+    await auth.identities.createUser({ name: 'alice' });
+    const key = await auth.identities.createAccessKey({ type: 'user', name: 'alice' });
+    const path = `/auth/iam/access-keys/${key.id}.json`;
+    const stored = JSON.parse(new TextDecoder().decode(await storage.getContent(path)));
+    delete stored.secret;
+    await storage.putContent(path, new TextEncoder().encode(JSON.stringify(stored)));
+    const fresh = reopen();
+    const err = await sigV4Error(
+      fresh.authenticateSigV4(signedRequest(key.id, key.secret, clock.t), req, ecs),
+    );
+    expect(err.code).toBe('UnrecognizedClientException');
+    expect(err.message).toContain(`The access key ${key.id} was created before berth kept`);
+    expect(err.message).toContain('Create a new access key');
+    // Basic sign-in with it still works.
+    expect((await fresh.authenticateBasic(key.id, key.secret, req)).accessKeyId).toBe(key.id);
+    const denied = (await fresh.audit.query({ type: 'authn', decision: 'Deny' })).entries;
+    expect(denied.map((e) => [e.actor, e.reason])).toEqual([[`accesskey/${key.id}`, 'no-signing-secret']]);
+  });
+
+  it('does not audit requests that name no key', async () => {
+    const { auth, clock } = setup();
+    const unsigned = signedRequest('BKAAAAAAAAAAAAAAAAAA', 'x', clock.t);
+    const { authorization: _, ...headers } = unsigned.headers;
+    const err = await sigV4Error(auth.authenticateSigV4({ ...unsigned, headers }, req, ecs));
+    expect(err.code).toBe('MissingAuthenticationTokenException');
+    const skewed = await sigV4Error(
+      auth.authenticateSigV4(signedRequest('BKAAAAAAAAAAAAAAAAAA', 'x', clock.t - 600_000), req, ecs),
+    );
+    expect(skewed.message).toMatch(/^Signature expired/);
+    expect((await auth.audit.query({ type: 'authn' })).entries).toEqual([]);
+  });
+});
+
 describe('tokens', () => {
   it('round-trips an identity and its access through a bearer token', async () => {
     const { auth } = setup();
@@ -452,6 +626,45 @@ describe('tokens', () => {
     clock.t += 1000;
     await auth.identities.updateUser('bob', { disabled: true });
     expect((await reasonOf(auth.authenticateRefresh(refresh, req)))[0]).toBe('invalid-token');
+  });
+});
+
+describe('task role credentials', () => {
+  it('mints short-lived keys that act as the role over Basic and SigV4 (with the session token only)', async () => {
+    const { auth, clock } = setup();
+    await auth.identities.createRole({
+      name: 'web-task',
+      maxSessionSeconds: 900,
+      trustPolicy: {
+        Version: '2012-10-17',
+        Statement: {
+          Effect: 'Allow',
+          Principal: { Federated: 'https://ci.example' },
+          Action: 'sts:AssumeRoleWithWebIdentity',
+          Condition: { StringEquals: { 'oidc:sub': 'x' } },
+        },
+      },
+    });
+    const c = await auth.roleCredentials('arn:aws:iam::000000000000:role/web-task', 'ecs-task:t1');
+    expect(c.RoleArn).toBe('arn:aws:iam::000000000000:role/web-task');
+    expect(Date.parse(c.Expiration) - clock.t).toBe(900_000);
+    const basic = await auth.authenticateBasic(c.AccessKeyId, c.SecretAccessKey, req);
+    expect(basic.principal).toMatchObject({ type: 'role', name: 'web-task' });
+    expect(basic.expiresAt).toBe(Math.floor(clock.t / 1000) + 900);
+    await expect(auth.authenticateBasic(c.AccessKeyId, 'wrong', req)).rejects.toThrow(/invalid/);
+    const ecs = { service: 'ecs' };
+    const signed = await auth.authenticateSigV4(
+      signedRequest(c.AccessKeyId, c.SecretAccessKey, clock.t, '{}', c.Token),
+      req,
+      ecs,
+    );
+    expect(signed.principal.name).toBe('web-task');
+    // Without its session token a temporary key is unknown.
+    const bare = await sigV4Error(
+      auth.authenticateSigV4(signedRequest(c.AccessKeyId, c.SecretAccessKey, clock.t, '{"b":1}'), req, ecs),
+    );
+    expect(bare.code).toBe('UnrecognizedClientException');
+    await expect(auth.roleCredentials('nope', 's')).rejects.toThrow(/does not exist/);
   });
 });
 
@@ -727,6 +940,10 @@ describe('development mode', () => {
     ]);
     const bearer = await auth.authenticateBearer((await auth.issueToken(dev, [])).token, req);
     expect(bearer.principal.name).toBe('anonymous-dev');
+    const signed = signedRequest('BKAAAAAAAAAAAAAAAAAA', 'any secret', Date.now());
+    expect((await auth.authenticateSigV4(signed, req, { service: 'ecs' })).principal.name).toBe(
+      'anonymous-dev',
+    );
   });
 });
 

@@ -36,7 +36,9 @@ import {
   reasonCode,
 } from './policy.ts';
 import { createPolicyStore, type PolicyStore } from './policy-store.ts';
+import { createRoleSessions, isSessionKeyId, type RoleSession } from './role-sessions.ts';
 import type { Scope, ScopeAction } from './scope.ts';
+import { createReplayCache, SigV4Error, type SigV4Request, sigV4Messages, verifySigV4 } from './sigv4.ts';
 import { readJson, writeJson } from './store.ts';
 import { createThrottle, type Throttle } from './throttle.ts';
 import {
@@ -225,6 +227,23 @@ export interface Auth {
   authenticateBasic(username: string, secret: string, req: RequestInfo): Promise<Identity>;
 
   /**
+   * An AWS Signature Version 4 request (the ECS endpoint) to the owner of the access key that
+   * signed it: the request exactly as received (raw path and query, headers in lower case, body
+   * bytes). `service` is the signing name the credential scope must carry ('ecs'); `region`, when
+   * given, pins the scope's region (otherwise any region the client chose is accepted). Throws
+   * SigV4Error with the error type and message AWS answers (InvalidSignatureException,
+   * UnrecognizedClientException, ...); a key created before berth kept secrets gets
+   * UnrecognizedClientException saying to create a new key. Throttled like Basic (per address and
+   * per key id: AuthError 'throttled'); every outcome that names a key is audited ('authn',
+   * action authn:SigV4). In development mode the signature is not checked.
+   */
+  authenticateSigV4(
+    request: SigV4Request,
+    req: RequestInfo,
+    opts: { service: string; region?: string },
+  ): Promise<Identity>;
+
+  /**
    * A registry access token (Authorization: Bearer) to the identity it was issued to and the access
    * entries it carries. Checks signature, issuer, audience and expiry only: no storage read and no
    * audit. Failures are AuthError 'invalid-token' with the TokenError reason as detail.
@@ -301,6 +320,24 @@ export interface Auth {
    * principal type, action or a malformed resource; NOT_FOUND for an unknown principal.
    */
   simulate(input: SimulateInput): Promise<Decision & { statements: SimulatedStatement[] }>;
+
+  /**
+   * Temporary credentials for a role (task roles): `roleArnOrName` is `arn:aws:iam::ACCOUNT:role/NAME`
+   * or NAME. They sign in with Basic (key id and secret) on /token and /v2, or sign ECS requests
+   * with SigV4 plus the session token, and act as the role. Valid for an hour at most (less when
+   * the role's maxSessionSeconds is shorter). AuthError 'federation' (detail 'role-not-found')
+   * when there is no such role. Audited.
+   */
+  roleCredentials(
+    roleArnOrName: string,
+    sessionName: string,
+  ): Promise<{
+    AccessKeyId: string;
+    SecretAccessKey: string;
+    Token: string;
+    Expiration: string;
+    RoleArn: string;
+  }>;
 
   /** The public keys that verify access tokens, for /.well-known/jwks.json. */
   jwks(): Promise<JwkSet>;
@@ -472,6 +509,14 @@ function fromSessionClaim(raw: unknown, exp: number): Identity | undefined {
   };
 }
 
+/** The audit reason of a SigV4 failure: short codes, as the other sign-in methods record. */
+function sigV4Reason(err: SigV4Error): string {
+  if (err.code === 'UnrecognizedClientException')
+    return err.message === sigV4Messages.unrecognizedClient ? 'bad-credentials' : 'no-signing-secret';
+  if (err.message.startsWith('Signature has already been used')) return 'replayed';
+  return err.message.startsWith(sigV4Messages.signatureMismatch) ? 'bad-signature' : 'invalid-signature';
+}
+
 function identityOf(p: PrincipalInfo, authMethod: AuthMethod, accessKeyId?: string): Identity {
   return {
     principal: { type: p.type, name: p.name, groups: p.groups, tags: p.tags },
@@ -589,6 +634,22 @@ export function createAuth(opts: AuthOptions): Auth {
   const federation = createFederation({ storage, now, log, ...(opts.fetch ? { fetch: opts.fetch } : {}) });
   const auditLog = createAuditLog({ storage, now });
   const throttle: Throttle = createThrottle({ ...opts.throttle, now });
+  /** Signatures already accepted, so a captured SigV4 request cannot be sent again. */
+  const replayCache = createReplayCache();
+  const roleSessions = createRoleSessions(now);
+
+  /** The role identity of a live temporary session; undefined when the role is gone. */
+  async function roleSessionIdentity(s: RoleSession): Promise<Identity | undefined> {
+    const r = await identityStore.getRole(s.role);
+    if (!r) return undefined;
+    return {
+      principal: { type: 'role', name: r.name, groups: Object.freeze([]), tags: r.tags },
+      authMethod: 'accesskey',
+      accessKeyId: s.accessKeyId,
+      sessionSubject: s.sessionName,
+      expiresAt: s.expiresAt,
+    };
+  }
 
   const revokeSessions = (type: 'user' | 'serviceaccount', name: string) =>
     tokens.revokeAllForSubject(principalRef({ type, name }));
@@ -828,7 +889,8 @@ export function createAuth(opts: AuthOptions): Auth {
       if (username === oidcUsername)
         return exchange(secret, req, undefined, 'authn:AssumeRoleWithWebIdentity');
 
-      const byKey = isAccessKeyId(username);
+      const bySession = isSessionKeyId(username);
+      const byKey = bySession || isAccessKeyId(username);
       const action = byKey ? 'authn:AccessKey' : 'authn:Password';
       const account = clip(username);
       const keys = [`ip:${req.sourceIp}`, `account:${account}`];
@@ -846,7 +908,10 @@ export function createAuth(opts: AuthOptions): Auth {
         throw locked;
       }
       let identity: Identity | undefined;
-      if (byKey) {
+      if (bySession) {
+        const session = roleSessions.verify(username, secret);
+        if (session) identity = await roleSessionIdentity(session);
+      } else if (byKey) {
         const owner = await identityStore.verifyAccessKey(username, secret);
         if (owner) identity = identityOf(owner, 'accesskey', owner.accessKeyId);
       } else {
@@ -873,6 +938,79 @@ export function createAuth(opts: AuthOptions): Auth {
         decision: 'Allow',
         ...reqFields(req),
         ...(identity.accessKeyId ? { detail: { accessKeyId: identity.accessKeyId } } : {}),
+      });
+      return identity;
+    },
+
+    async authenticateSigV4(request, req, o) {
+      if (!enabled) return devIdentity();
+      const action = 'authn:SigV4';
+      // Filled in by lookupSecret: failures before it (no or malformed Authorization, clock skew,
+      // wrong scope) name no key, guess nothing and are not audited or counted.
+      let keyId: string | undefined;
+      let keys: string[] = [`ip:${req.sourceIp}`];
+      let identity: Identity | undefined;
+      let markUsed: (() => void) | undefined;
+      try {
+        await verifySigV4(request, {
+          service: o.service,
+          ...(o.region !== undefined ? { region: o.region } : {}),
+          now,
+          replayCache,
+          lookupSecret: async (accessKeyId, sessionToken) => {
+            keyId = clip(accessKeyId);
+            keys = [`ip:${req.sourceIp}`, `account:${keyId}`];
+            const locked = throttled(keys);
+            if (locked) throw locked;
+            if (isSessionKeyId(accessKeyId)) {
+              const session = roleSessions.signing(accessKeyId, sessionToken);
+              if (!session) return undefined;
+              identity = await roleSessionIdentity(session);
+              if (!identity) return undefined;
+              return { secret: session.secret, principal: identity.principal };
+            }
+            const key = isAccessKeyId(accessKeyId) ? await identityStore.signingKey(accessKeyId) : undefined;
+            if (!key) return undefined;
+            if (key.secret === undefined)
+              throw new SigV4Error(
+                'UnrecognizedClientException',
+                `The access key ${accessKeyId} was created before berth kept access key secrets for ` +
+                  'request signing (AWS Signature Version 4), so it can only sign in with Basic ' +
+                  'credentials. Create a new access key and use that one.',
+              );
+            identity = identityOf(key.principal, 'accesskey', accessKeyId);
+            markUsed = key.used;
+            return { secret: key.secret, principal: key.principal };
+          },
+        });
+      } catch (err) {
+        if (keyId === undefined) throw err;
+        const reason =
+          err instanceof AuthError ? err.reason : err instanceof SigV4Error ? sigV4Reason(err) : undefined;
+        if (reason === undefined) throw err;
+        // A replay or a throttled attempt guesses no secret.
+        if (reason !== 'throttled' && reason !== 'replayed') throttle.fail(keys);
+        await audit({
+          type: 'authn',
+          actor: identity ? actorOf(identity) : `accesskey/${keyId}`,
+          action,
+          decision: 'Deny',
+          reason,
+          ...reqFields(req),
+          detail: { accessKeyId: keyId },
+        });
+        throw err;
+      }
+      if (!identity) throw new SigV4Error('UnrecognizedClientException', sigV4Messages.unrecognizedClient);
+      throttle.succeed(keys);
+      markUsed?.();
+      await audit({
+        type: 'authn',
+        actor: actorOf(identity),
+        action,
+        decision: 'Allow',
+        ...reqFields(req),
+        detail: { accessKeyId: keyId },
       });
       return identity;
     },
@@ -979,6 +1117,33 @@ export function createAuth(opts: AuthOptions): Auth {
       throttle.succeed(keys);
       await audit({ type: 'authn', actor: actorOf(identity), action, decision: 'Allow', ...reqFields(req) });
       return identity;
+    },
+
+    async roleCredentials(roleArnOrName, sessionName) {
+      const m = /^arn:[^:]+:iam::[^:]*:role\/(?:.*\/)?([^/]+)$/.exec(roleArnOrName);
+      const name = m ? m[1]! : roleArnOrName;
+      const r = await identityStore.getRole(name);
+      if (!r)
+        throw new AuthError('federation', `role ${JSON.stringify(name)} does not exist`, {
+          detail: 'role-not-found',
+        });
+      const s = roleSessions.issue(r.name, sessionName, Math.min(3600, r.maxSessionSeconds));
+      await audit({
+        type: 'authn',
+        actor: clip(`role/${r.name}`),
+        action: 'authn:AssumeRole',
+        decision: 'Allow',
+        detail: { session: sessionName, accessKeyId: s.accessKeyId },
+      });
+      return {
+        AccessKeyId: s.accessKeyId,
+        SecretAccessKey: s.secretAccessKey,
+        Token: s.sessionToken,
+        Expiration: new Date(s.expiresAt * 1000).toISOString(),
+        RoleArn: roleArnOrName.startsWith('arn:')
+          ? roleArnOrName
+          : `arn:aws:iam::000000000000:role/${r.name}`,
+      };
     },
 
     async exchangeIdToken(idToken, req, role) {

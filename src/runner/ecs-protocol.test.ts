@@ -26,7 +26,6 @@ import {
   ecsOperations,
   parseEcsRequest,
 } from './ecs-protocol.ts';
-import { SigV4Error } from './sigv4.ts';
 
 // A stand-in ECS endpoint: parses each request with parseEcsRequest and answers with whatever the
 // test queued, so the real SDK judges both directions of the framing.
@@ -141,7 +140,8 @@ describe('ecsError as the SDK reads it', () => {
   });
 
   it('front-end errors (signature, framing) surface under their own names', async () => {
-    const sig = new SigV4Error('InvalidSignatureException', 'Signature expired: ...');
+    // The shape auth's SigV4Error has (runner/ may not import auth/): an Error with an ECS `code`.
+    const sig = Object.assign(new Error('Signature expired: ...'), { code: 'InvalidSignatureException' });
     answerWith(ecsErrorFrom(sig));
     const err = await thrown(ecs.send(new ListClustersCommand({})));
     expect(err.name).toBe('InvalidSignatureException');

@@ -1,6 +1,8 @@
 // Server-side AWS Signature Version 4 verification, framework-free: the ECS endpoint hands in the
 // request exactly as it arrived and gets back who signed it, or a SigV4Error carrying the error type
 // and message an AWS JSON service (ECS, ECR, DynamoDB: the "coral" front ends) answers with.
+// It lives in auth/ because it is sign-in: the access key's secret never leaves this module, and
+// the facade (service.ts authenticateSigV4) throttles and audits it like every other method.
 //
 // The checks run in the order those services apply them, so a client sees the same first complaint:
 //   no Authorization            -> MissingAuthenticationTokenException

@@ -1,0 +1,358 @@
+import { beforeEach, describe, expect, it } from 'vitest';
+import { checked, createMemoryDriver } from '../storage/index.ts';
+import { type Catalog, createCatalog } from './catalog.ts';
+import { createEcsApi, type EcsApi, type EcsCaller } from './ecs-api.ts';
+import { type EcsAction, EcsError, type EcsOperation, ecsOperations } from './ecs-protocol.ts';
+import type { RunTaskRequest, Service, ServiceScheduler, Task, TaskManager } from './model.ts';
+
+const REGION = 'us-east-1';
+const ACCOUNT = '000000000000';
+const arn = (rest: string) => `arn:aws:ecs:${REGION}:${ACCOUNT}:${rest}`;
+const TASK_ID = '0123456789abcdef0123456789abcdef';
+
+/** Counts every call that reads or changes state, so a denial can be shown to touch none. */
+interface Touches {
+  n: number;
+}
+
+function fakeTasks(touches: Touches): TaskManager & { runs: RunTaskRequest[] } {
+  const task: Task = {
+    taskArn: arn(`task/prod/${TASK_ID}`),
+    clusterArn: arn('cluster/prod'),
+    taskDefinitionArn: arn('task-definition/web:1'),
+    group: 'family:web',
+    lastStatus: 'RUNNING',
+    desiredStatus: 'RUNNING',
+    healthStatus: 'HEALTHY',
+    containers: [],
+    overrides: {},
+    launchType: 'EC2',
+    version: 3,
+    createdAt: 1,
+  };
+  const runs: RunTaskRequest[] = [];
+  return {
+    runs,
+    async run(req) {
+      touches.n++;
+      runs.push(req);
+      return { tasks: [], failures: [] };
+    },
+    async stop() {
+      touches.n++;
+      return task;
+    },
+    get(taskArn) {
+      touches.n++;
+      return taskArn === task.taskArn ? task : undefined;
+    },
+    list(f) {
+      touches.n++;
+      return f.clusterArn === task.clusterArn ? [task] : [];
+    },
+    subscribe: () => () => {},
+  };
+}
+
+function fakeServices(touches: Touches): ServiceScheduler & { created: number } {
+  const made = new Map<string, Service>();
+  const out = {
+    created: 0,
+    async create(req) {
+      touches.n++;
+      out.created++;
+      const s = {
+        serviceArn: arn(`service/prod/${req.serviceName}`),
+        serviceName: req.serviceName,
+        clusterArn: req.clusterArn,
+        taskDefinition: req.taskDefinition.taskDefinitionArn,
+        desiredCount: req.desiredCount,
+        runningCount: 0,
+        pendingCount: 0,
+        status: 'ACTIVE',
+        launchType: 'EC2',
+        schedulingStrategy: 'REPLICA',
+        deploymentConfiguration: {
+          maximumPercent: 200,
+          minimumHealthyPercent: 100,
+          deploymentCircuitBreaker: { enable: false, rollback: false },
+        },
+        deployments: [],
+        events: [],
+        createdAt: 1,
+      } satisfies Service;
+      made.set(req.serviceName, s);
+      return s;
+    },
+    async update(req) {
+      touches.n++;
+      return made.get(req.serviceName)!;
+    },
+    async delete(_c, name) {
+      touches.n++;
+      return made.get(name)!;
+    },
+    get(_c, name) {
+      touches.n++;
+      return made.get(name);
+    },
+    list() {
+      touches.n++;
+      return [...made.values()];
+    },
+    history: () => [],
+  } satisfies ServiceScheduler & { created: number };
+  return out;
+}
+
+function countingCatalog(inner: Catalog, touches: Touches): Catalog {
+  const wrapped = { ...inner } as Record<string, unknown>;
+  for (const [k, v] of Object.entries(inner))
+    if (typeof v === 'function' && k !== 'clusterArn')
+      wrapped[k] = (...args: unknown[]) => {
+        touches.n++;
+        return (v as (...a: unknown[]) => unknown)(...args);
+      };
+  return wrapped as unknown as Catalog;
+}
+
+let touches: Touches;
+let api: EcsApi;
+let tasks: ReturnType<typeof fakeTasks>;
+let services: ReturnType<typeof fakeServices>;
+let asked: [EcsAction, string][];
+
+const allowAll: EcsCaller = {
+  principalArn: `arn:aws:iam::${ACCOUNT}:user/admin`,
+  async isAllowed(action, resource) {
+    asked.push([action, resource]);
+    return true;
+  },
+};
+const denyAll: EcsCaller = {
+  principalArn: `arn:aws:iam::${ACCOUNT}:user/mallory`,
+  async isAllowed(action, resource) {
+    asked.push([action, resource]);
+    return false;
+  },
+};
+
+beforeEach(async () => {
+  const catalog = createCatalog({
+    storage: checked(createMemoryDriver()),
+    region: REGION,
+    accountId: ACCOUNT,
+  });
+  await catalog.createCluster('prod');
+  await catalog.registerTaskDefinition({
+    family: 'web',
+    containerDefinitions: [{ name: 'main', image: 'busybox', memory: 32 }],
+  });
+  touches = { n: 0 };
+  tasks = fakeTasks(touches);
+  services = fakeServices(touches);
+  api = createEcsApi({
+    catalog: countingCatalog(catalog, touches),
+    tasks,
+    services,
+    region: REGION,
+    accountId: ACCOUNT,
+  });
+  asked = [];
+});
+
+async function ecsError(p: Promise<unknown>): Promise<EcsError> {
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  if (!(e instanceof EcsError)) throw new Error(`expected an EcsError, got ${String(e)}`);
+  return e;
+}
+
+/** One request per operation, and the berth resources each must be authorized on. */
+const table: Record<EcsOperation, [Record<string, unknown>, string[]]> = {
+  CreateCluster: [{ clusterName: 'team-a' }, ['cluster/team-a']],
+  DescribeClusters: [{ clusters: ['prod', arn('cluster/other')] }, ['cluster/prod', 'cluster/other']],
+  ListClusters: [{}, ['*']],
+  RegisterTaskDefinition: [
+    { family: 'api', containerDefinitions: [{ name: 'm', image: 'busybox', memory: 8 }] },
+    ['taskdefinition/api'],
+  ],
+  DescribeTaskDefinition: [{ taskDefinition: arn('task-definition/web:1') }, ['taskdefinition/web']],
+  ListTaskDefinitions: [{ familyPrefix: 'web' }, ['*']],
+  ListTaskDefinitionFamilies: [{}, ['*']],
+  DeregisterTaskDefinition: [{ taskDefinition: 'api:1' }, ['taskdefinition/api']],
+  RunTask: [{ cluster: 'prod', taskDefinition: 'web' }, ['taskdefinition/web']],
+  StartTask: [
+    { cluster: 'prod', taskDefinition: 'web', containerInstances: ['local'] },
+    ['taskdefinition/web'],
+  ],
+  StopTask: [{ cluster: 'prod', task: TASK_ID }, [`task/prod/${TASK_ID}`]],
+  DescribeTasks: [
+    { cluster: arn('cluster/prod'), tasks: [TASK_ID, arn('task/prod/feed')] },
+    [`task/prod/${TASK_ID}`, 'task/prod/feed'],
+  ],
+  ListTasks: [{ cluster: 'prod' }, ['cluster/prod']],
+  CreateService: [
+    { cluster: 'prod', serviceName: 'web', taskDefinition: 'web', desiredCount: 1 },
+    ['service/prod/web'],
+  ],
+  UpdateService: [
+    { cluster: 'prod', service: arn('service/prod/web'), desiredCount: 2 },
+    ['service/prod/web'],
+  ],
+  DescribeServices: [{ cluster: 'prod', services: ['web', 'api'] }, ['service/prod/web', 'service/prod/api']],
+  ListServices: [{}, ['cluster/default']],
+  DeleteService: [{ cluster: 'prod', service: 'web', force: true }, ['service/prod/web']],
+};
+
+describe('authorization', () => {
+  it('covers every operation', () => {
+    expect(Object.keys(table).sort()).toEqual([...ecsOperations].sort());
+  });
+
+  it('asks ecs:<Operation> on the resources each request names', async () => {
+    // In table order, so the service exists for the operations after CreateService.
+    for (const op of ecsOperations) {
+      const [input, resources] = table[op];
+      asked = [];
+      await api.handle(op, structuredClone(input), allowAll);
+      expect(asked, op).toEqual(resources.map((r) => [`ecs:${op}`, r]));
+    }
+  });
+
+  it('denies in ECS words before reading or changing anything', async () => {
+    for (const op of ecsOperations) {
+      const [input] = table[op];
+      touches.n = 0;
+      const err = await ecsError(api.handle(op, structuredClone(input), denyAll));
+      expect(err.type, op).toBe('AccessDeniedException');
+      expect(err.message, op).toMatch(
+        new RegExp(
+          `^User: arn:aws:iam::${ACCOUNT}:user/mallory is not authorized to perform: ecs:${op} on resource: `,
+        ),
+      );
+      expect(touches.n, op).toBe(0);
+    }
+  });
+
+  it('names the ECS ARN of what was denied', async () => {
+    const cases: [EcsOperation, Record<string, unknown>, string][] = [
+      ['StopTask', { cluster: 'prod', task: TASK_ID }, arn(`task/prod/${TASK_ID}`)],
+      ['DeleteService', { cluster: 'prod', service: 'web' }, arn('service/prod/web')],
+      ['DescribeTaskDefinition', { taskDefinition: 'web:4' }, arn('task-definition/web:4')],
+      ['ListClusters', {}, '*'],
+    ];
+    for (const [op, input, resource] of cases) {
+      const err = await ecsError(api.handle(op, input, denyAll));
+      expect(err.message).toContain(`on resource: ${resource} because`);
+    }
+  });
+});
+
+describe('reading input', () => {
+  it('reads null as absent and refuses wrong types with SerializationException', async () => {
+    const out = await api.handle('ListClusters', { maxResults: null, nextToken: null }, allowAll);
+    expect(out['clusterArns']).toEqual([arn('cluster/default'), arn('cluster/prod')]);
+    const nested = await ecsError(
+      api.handle(
+        'RunTask',
+        { taskDefinition: 'web', overrides: { containerOverrides: [{ name: 'main', command: 'echo hi' }] } },
+        allowAll,
+      ),
+    );
+    expect([nested.type, nested.message]).toEqual([
+      'SerializationException',
+      'overrides.containerOverrides[0].command must be a list, got string.',
+    ]);
+    const count = await ecsError(api.handle('RunTask', { taskDefinition: 'web', count: 1.5 }, allowAll));
+    expect(count.type).toBe('SerializationException');
+  });
+
+  it('accepts what asks for nothing and refuses what asks for something berth lacks', async () => {
+    await api.handle(
+      'RunTask',
+      {
+        taskDefinition: 'web',
+        placementConstraints: [],
+        capacityProviderStrategy: null,
+        enableExecuteCommand: false,
+        networkConfiguration: {},
+        propagateTags: 'NONE',
+      },
+      allowAll,
+    );
+    expect(tasks.runs).toHaveLength(1);
+    const exec = await ecsError(
+      api.handle('RunTask', { taskDefinition: 'web', enableExecuteCommand: true }, allowAll),
+    );
+    expect([exec.type, exec.message]).toEqual([
+      'InvalidParameterException',
+      'enableExecuteCommand is not supported by berth: ECS Exec (through AWS Systems Manager) is not available.',
+    ]);
+    const role = await ecsError(
+      api.handle(
+        'RunTask',
+        { taskDefinition: 'web', overrides: { executionRoleArn: 'arn:aws:iam::1:role/x' } },
+        allowAll,
+      ),
+    );
+    expect(role.message).toMatch(/^overrides.executionRoleArn is not supported by berth/);
+  });
+
+  it('requires what ECS requires', async () => {
+    const cases: [EcsOperation, Record<string, unknown>, string][] = [
+      ['RunTask', {}, 'taskDefinition is required.'],
+      ['DescribeTasks', {}, 'tasks is required.'],
+      ['StartTask', { taskDefinition: 'web' }, 'containerInstances is required.'],
+      [
+        'CreateService',
+        { serviceName: 's', taskDefinition: 'web' },
+        'desiredCount is required for the REPLICA scheduling strategy.',
+      ],
+      ['StopTask', {}, 'task is required.'],
+    ];
+    for (const [op, input, message] of cases) {
+      const err = await ecsError(api.handle(op, input, allowAll));
+      expect([err.type, err.message], op).toEqual(['InvalidParameterException', message]);
+    }
+  });
+});
+
+describe('behaviour', () => {
+  it('answers a CreateService retried with its clientToken with the service it created', async () => {
+    const input = {
+      cluster: 'prod',
+      serviceName: 'web',
+      taskDefinition: 'web',
+      desiredCount: 1,
+      clientToken: 'tok-1',
+    };
+    const first = await api.handle('CreateService', { ...input }, allowAll);
+    const retry = await api.handle('CreateService', { ...input }, allowAll);
+    expect(retry).toEqual(first);
+    expect(services.created).toBe(1);
+    const other = await ecsError(api.handle('CreateService', { ...input, clientToken: 'tok-2' }, allowAll));
+    expect(other.message).toBe('Creation of service was not idempotent.');
+  });
+
+  it('lists nothing for filters no berth task can match', async () => {
+    expect((await api.handle('ListTasks', { cluster: 'prod' }, allowAll))['taskArns']).toEqual([
+      arn(`task/prod/${TASK_ID}`),
+    ]);
+    for (const input of [{ desiredStatus: 'PENDING' }, { launchType: 'FARGATE' }])
+      expect((await api.handle('ListTasks', { cluster: 'prod', ...input }, allowAll))['taskArns']).toEqual(
+        [],
+      );
+    const bad = await ecsError(api.handle('ListTasks', { cluster: 'prod', desiredStatus: 'DONE' }, allowAll));
+    expect(bad.message).toBe("desiredStatus 'DONE' is invalid: use one of RUNNING, PENDING, STOPPED.");
+  });
+
+  it('finds no cluster by an invalid name or another account', async () => {
+    for (const cluster of ['bad name', 'arn:aws:ecs:us-east-1:999999999999:cluster/prod']) {
+      const err = await ecsError(api.handle('ListTasks', { cluster }, allowAll));
+      expect([err.type, err.message]).toEqual(['ClusterNotFoundException', 'Cluster not found.']);
+    }
+  });
+});
