@@ -8,10 +8,11 @@ import {
   GetObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
+  PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checked } from '../src/storage/index.ts';
+import { checked, createKeyring, encrypted, newKek, StorageError } from '../src/storage/index.ts';
 import { createS3Driver, type S3Options } from '../src/storage/s3.ts';
 import { describeDriver } from './storage/driver-suite.ts';
 import { type RunningBerth, startBerth } from './support/berth.ts';
@@ -144,6 +145,133 @@ describe('S3 driver specifics', () => {
     await expect(
       createS3Driver(options(bucket, { endpoint: 'http://127.0.0.1:9', maxAttempts: 1 })).checkBucket(),
     ).rejects.toThrow(/cannot reach http:\/\/127\.0\.0\.1:9/);
+  });
+});
+
+// Encrypted content read and opened on worker threads (storage.s3.readWorkers): the contract
+// suite with segments small enough that every read crosses thousands of them, then what the
+// workers must keep of the main-thread path: tamper and truncation errors, after good bytes only.
+describeDriver('encrypted(s3 on Ceph RGW) with read workers', async () => {
+  const bucket = await newBucket();
+  const s3 = createS3Driver(options(bucket, { readWorkers: 2 }));
+  return {
+    driver: encrypted(s3, { keyring: createKeyring([newKek()]), segmentBytes: 4096 + 7 }),
+    leftovers: () => contents(bucket),
+    cleanup: async () => s3.destroy(),
+  };
+});
+
+describe('encrypted reads through S3 read workers', () => {
+  const segmentBytes = 64 * 1024;
+  async function setup() {
+    const bucket = await newBucket();
+    const s3 = createS3Driver(options(bucket, { readWorkers: 1 }));
+    let offloaded = 0;
+    const copySealed = s3.copySealed!;
+    s3.copySealed = (...args) => {
+      offloaded++;
+      return copySealed(...args);
+    };
+    const d = checked(encrypted(s3, { keyring: createKeyring([newKek()]), segmentBytes }));
+    const data = randomBytes(3 * MiB + 12_345);
+    await d.putContent('/blob', data);
+    const [objectKey] = (await contents(bucket)).filter((k) => k.startsWith('berth/.objects/'));
+    const sealed = Buffer.from(
+      await (
+        await admin.send(new GetObjectCommand({ Bucket: bucket, Key: objectKey! }))
+      ).Body!.transformToByteArray(),
+    );
+    const replaceObject = (body: Buffer) =>
+      admin.send(new PutObjectCommand({ Bucket: bucket, Key: objectKey!, Body: body }));
+    /** Everything the sink got, and how the copy ended. */
+    const copy = async (offset: number, length: number) => {
+      const got: Buffer[] = [];
+      const outcome = await d
+        .copyTo('/blob', offset, length, async (c) => {
+          got.push(Buffer.from(c));
+        })
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      return { got: Buffer.concat(got), outcome };
+    };
+    return { s3, d, data, sealed, replaceObject, copy, offloaded: () => offloaded };
+  }
+
+  it('serves whole blobs and ranges through the workers, opening only what the range touches', async () => {
+    const t = await setup();
+    try {
+      const whole = await t.copy(0, t.data.length);
+      expect(whole.outcome).toBeUndefined();
+      expect(whole.got.equals(t.data)).toBe(true);
+      const range = await t.copy(segmentBytes * 10 + 5, segmentBytes * 3);
+      expect(range.outcome).toBeUndefined();
+      expect(range.got.equals(t.data.subarray(segmentBytes * 10 + 5, segmentBytes * 13 + 5))).toBe(true);
+      // The stream reader goes the same way.
+      const chunks: Buffer[] = [];
+      for await (const c of await t.d.reader('/blob', 1_000_000)) chunks.push(c as Buffer);
+      expect(Buffer.concat(chunks).equals(t.data.subarray(1_000_000))).toBe(true);
+      expect(t.offloaded()).toBe(3);
+    } finally {
+      t.s3.destroy();
+    }
+  });
+
+  it('refuses a tampered segment, serving only the verified bytes before it', async () => {
+    const t = await setup();
+    try {
+      const bad = Buffer.from(t.sealed);
+      const at = (segmentBytes + 16) * 20 + 100; // inside segment 20
+      bad[at] = bad[at]! ^ 1;
+      await t.replaceObject(bad);
+      const r = await t.copy(0, t.data.length);
+      expect(r.outcome).toBeInstanceOf(StorageError);
+      expect(String(r.outcome)).toMatch(/segment 20 failed authentication/);
+      expect(r.got.length).toBeLessThanOrEqual(20 * segmentBytes);
+      expect(r.got.equals(t.data.subarray(0, r.got.length))).toBe(true);
+      // A range that avoids the segment is still served.
+      const before = await t.copy(0, 5 * segmentBytes);
+      expect(before.outcome).toBeUndefined();
+      expect(before.got.equals(t.data.subarray(0, 5 * segmentBytes))).toBe(true);
+    } finally {
+      t.s3.destroy();
+    }
+  });
+
+  it('refuses truncated content', async () => {
+    const t = await setup();
+    try {
+      await t.replaceObject(t.sealed.subarray(0, t.sealed.length - 1000));
+      const r = await t.copy(0, t.data.length);
+      expect(r.outcome).toBeInstanceOf(StorageError);
+      expect(r.got.equals(t.data.subarray(0, r.got.length))).toBe(true);
+      expect(r.got.length).toBeLessThan(t.data.length);
+    } finally {
+      t.s3.destroy();
+    }
+  });
+
+  it('stops a read when the sink fails, and keeps serving the next ones', async () => {
+    const t = await setup();
+    try {
+      for (let i = 0; i < 3; i++) {
+        let calls = 0;
+        await expect(
+          t.d.copyTo('/blob', 0, t.data.length, async () => {
+            if (++calls === 2) throw new Error('client went away');
+          }),
+        ).rejects.toThrow(/client went away/);
+      }
+      // Several at once share the worker; each gets its own bytes.
+      const all = await Promise.all([0, 1, 2, 3].map((i) => t.copy(i * 1000, t.data.length - i * 1000)));
+      all.forEach((r, i) => {
+        expect(r.outcome).toBeUndefined();
+        expect(r.got.equals(t.data.subarray(i * 1000))).toBe(true);
+      });
+    } finally {
+      t.s3.destroy();
+    }
   });
 });
 

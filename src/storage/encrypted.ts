@@ -91,8 +91,8 @@ function aadFor(oid: Buffer, i: number, final: boolean): Buffer {
 
 // createCipheriv/createDecipheriv with a raw Buffer key build a KeyObject every call; a profile of
 // encrypted pulls showed that conversion as 11% of the main thread. One KeyObject per data key.
-const keyObjects = new WeakMap<Buffer, KeyObject>();
-function keyOf(dek: Buffer): KeyObject {
+const keyObjects = new WeakMap<Uint8Array, KeyObject>();
+function keyOf(dek: Uint8Array): KeyObject {
   let k = keyObjects.get(dek);
   if (!k) {
     k = createSecretKey(dek);
@@ -107,7 +107,7 @@ function seal(dek: Buffer, oid: Buffer, i: number, final: boolean, plain: Uint8A
   return Buffer.concat([c.update(plain), c.final(), c.getAuthTag()]);
 }
 
-function open(dek: Buffer, oid: Buffer, i: number, final: boolean, sealed: Buffer, path: string): Buffer {
+function open(dek: Uint8Array, oid: Buffer, i: number, final: boolean, sealed: Buffer, path: string): Buffer {
   if (sealed.length < tagBytes) throw new StorageError(name, path, `segment ${i} is truncated`);
   try {
     const d = createDecipheriv('aes-256-gcm', keyOf(dek), nonceFor(i));
@@ -128,6 +128,96 @@ const finalIndex = (size: number, seg: number) => Math.floor(size / seg);
 /** Stored size of the sealed content. */
 const sealedSize = (size: number, seg: number) => size + (finalIndex(size, seg) + 1) * tagBytes;
 
+/** What opening an object's segments takes: plain data, so another thread can do it too. */
+export interface SealedKeys {
+  readonly dek: Uint8Array;
+  readonly oid: Uint8Array;
+  /** Plaintext size of the whole object. */
+  readonly size: number;
+  /** Plaintext bytes per segment. */
+  readonly seg: number;
+}
+
+/** Delivers [from, from + length) of an object's sealed content to take, in order. */
+export type SealedRead = (from: number, length: number, take: ChunkSink) => Promise<void>;
+
+/**
+ * Offered by an inner driver that can read and open sealed content off the main thread (the S3
+ * driver with read workers): the same bytes and errors as openSealedRange over its copyTo.
+ */
+export interface SealedReads {
+  copySealed(
+    objectPath: string,
+    path: string,
+    keys: SealedKeys,
+    offset: number,
+    length: number,
+    sink: ChunkSink,
+  ): Promise<void>;
+}
+
+/**
+ * Feeds plaintext [offset, offset + length) of sealed content to sink, reading only the segments
+ * the range touches. Every segment is authenticated whole before any byte of it reaches sink;
+ * content that ends early fails. The caller has checked 0 < length and offset + length <= size.
+ * Exported for the S3 read workers, which run it on their own thread.
+ */
+export async function openSealedRange(
+  keys: SealedKeys,
+  path: string,
+  offset: number,
+  length: number,
+  sink: ChunkSink,
+  read: SealedRead,
+): Promise<void> {
+  const { size, seg } = keys;
+  const dek = keys.dek;
+  const oid = Buffer.from(keys.oid.buffer, keys.oid.byteOffset, keys.oid.byteLength);
+  const last = finalIndex(size, seg);
+  const first = Math.floor(offset / seg);
+  const end = Math.floor((offset + length - 1) / seg);
+  const stride = seg + tagBytes;
+  const from = first * stride;
+  const to = Math.min((end + 1) * stride, sealedSize(size, seg));
+  let index = first;
+  const pending = Buffer.allocUnsafe(Math.min(stride, to - from));
+  let filled = 0;
+  const emit = async (sealedSeg: Buffer) => {
+    const plain = open(dek, oid, index, index === last, sealedSeg, path);
+    const segStart = index * seg;
+    const lo = Math.max(offset, segStart) - segStart;
+    const hi = Math.min(offset + length, segStart + plain.length) - segStart;
+    index++;
+    if (hi > lo) await sink(plain.subarray(lo, hi));
+  };
+  const segLength = (i: number) => Math.min(stride, sealedSize(size, seg) - i * stride);
+  const take: ChunkSink = async (chunk) => {
+    let off = 0;
+    while (off < chunk.byteLength) {
+      if (index > end) throw new StorageError(name, path, 'sealed content is longer than its record says');
+      const whole = segLength(index);
+      if (filled === 0 && chunk.byteLength - off >= whole) {
+        // A whole segment inside the chunk: open it in place (the chunk stays ours until we return).
+        await emit(Buffer.from(chunk.buffer, chunk.byteOffset + off, whole));
+        off += whole;
+        continue;
+      }
+      const n = Math.min(whole - filled, chunk.byteLength - off);
+      pending.set(chunk.subarray(off, off + n), filled);
+      filled += n;
+      off += n;
+      if (filled === whole) {
+        // emit() decrypts into a fresh buffer, so `pending` is free again once it returns.
+        const full = pending.subarray(0, filled);
+        filled = 0;
+        await emit(full);
+      }
+    }
+  };
+  await read(from, to - from, take);
+  if (filled !== 0 || index <= end) throw new StorageError(name, path, 'sealed content ended early');
+}
+
 export interface EncryptedOptions {
   readonly keyring: Keyring;
   /** Plaintext bytes per sealed segment; content smaller than one segment is stored inline. */
@@ -145,6 +235,11 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
   const ring = opts.keyring;
   const objectPath = (oid: Buffer) => `/.objects/${oid.toString('hex')}`;
   const pendingPath = (path: string) => `/.pending${path}`;
+  // An inner driver that can read and open content objects on other threads (S3 with read
+  // workers) does so; the main thread then only hands plaintext on.
+  const offloaded = (inner as StorageDriver & Partial<SealedReads>).copySealed
+    ? (inner as StorageDriver & SealedReads)
+    : undefined;
   // Records are small and read on every access; entries go whenever this process changes a path.
   const cache = new Map<string, Sealed>();
   const remember = (path: string, s: Sealed) => {
@@ -313,54 +408,17 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
     if (offset + length > s.size) throw new InvalidOffsetError(name, path, offset + length);
     if (s.plain) return inner.copyTo(path, offset, length, sink);
     if (length === 0) return;
-    const last = finalIndex(s.size, s.seg);
-    const first = Math.floor(offset / s.seg);
-    const end = Math.floor((offset + length - 1) / s.seg);
-    const stride = s.seg + tagBytes;
-    const from = first * stride;
-    const to = Math.min((end + 1) * stride, sealedSize(s.size, s.seg));
-    let index = first;
-    const pending = Buffer.allocUnsafe(Math.min(stride, to - from));
-    let filled = 0;
-    const emit = async (sealedSeg: Buffer) => {
-      const plain = open(s.dek, s.oid, index, index === last, sealedSeg, path);
-      const segStart = index * s.seg;
-      const lo = Math.max(offset, segStart) - segStart;
-      const hi = Math.min(offset + length, segStart + plain.length) - segStart;
-      index++;
-      if (hi > lo) await sink(plain.subarray(lo, hi));
-    };
-    const segLength = (i: number) => Math.min(stride, sealedSize(s.size, s.seg) - i * stride);
-    const take: ChunkSink = async (chunk) => {
-      let off = 0;
-      while (off < chunk.byteLength) {
-        const whole = segLength(index);
-        if (filled === 0 && chunk.byteLength - off >= whole) {
-          // A whole segment inside the chunk: open it in place (the chunk stays ours until we return).
-          await emit(Buffer.from(chunk.buffer, chunk.byteOffset + off, whole));
-          off += whole;
-          continue;
-        }
-        const want = whole - filled;
-        const n = Math.min(want, chunk.byteLength - off);
-        pending.set(chunk.subarray(off, off + n), filled);
-        filled += n;
-        off += n;
-        if (filled === segLength(index)) {
-          // emit() decrypts into a fresh buffer, so `pending` is free again once it returns.
-          const full = pending.subarray(0, filled);
-          filled = 0;
-          await emit(full);
-        }
-      }
-    };
     if (s.data !== undefined) {
-      if (s.data.length < to) throw new StorageError(name, path, 'inline data is truncated');
-      await take(s.data.subarray(from, to));
-    } else {
-      await inner.copyTo(objectPath(s.oid), from, to - from, take);
+      const data = s.data;
+      return openSealedRange(s, path, offset, length, sink, async (from, n, take) => {
+        if (data.length < from + n) throw new StorageError(name, path, 'inline data is truncated');
+        await take(data.subarray(from, from + n));
+      });
     }
-    if (filled !== 0 || index <= end) throw new StorageError(name, path, 'sealed content ended early');
+    if (offloaded) return offloaded.copySealed(objectPath(s.oid), path, s, offset, length, sink);
+    return openSealedRange(s, path, offset, length, sink, (from, n, take) =>
+      inner.copyTo(objectPath(s.oid), from, n, take),
+    );
   }
 
   async function readAll(path: string): Promise<Buffer> {

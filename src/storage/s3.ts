@@ -11,6 +11,10 @@
 // both again. That is how an OCI upload spread over many PATCH requests, or over a restart,
 // becomes the parts of one multipart upload.
 //
+// Reads: with readWorkers > 0 the driver also offers copySealed(), which encrypted() uses for its
+// content objects: worker threads do the GET and the decryption (s3-read-workers.ts), leaving
+// the main thread only the client's socket.
+//
 // Retries: the SDK's standard mode retries throttling (SlowDown, 503) and transient errors
 // with exponential backoff and full jitter. Everything else becomes a StorageError naming the
 // S3 error code.
@@ -41,7 +45,9 @@ import {
   type StorageDriver,
   StorageError,
 } from './driver.ts';
+import type { SealedReads } from './encrypted.ts';
 import { createPartPipeline, type PartTarget, type SentPart } from './multipart.ts';
+import { createS3ReadWorkers } from './s3-read-workers.ts';
 
 export interface S3Options {
   /** Endpoint URL for S3-compatible servers; undefined for AWS S3 itself. */
@@ -58,6 +64,11 @@ export interface S3Options {
   readonly partSize: number;
   /** Attempts per request, retries included. */
   readonly maxAttempts: number;
+  /**
+   * Worker threads that read and decrypt encrypted content (s3-read-workers.ts), taking that
+   * work off the thread that serves clients; 0 or unset reads on the main thread.
+   */
+  readonly readWorkers?: number | undefined;
 }
 
 export const minPartSize = 5 * 1024 * 1024;
@@ -95,6 +106,8 @@ function isNotFound(e: unknown): boolean {
 
 export function createS3Driver(opts: S3Options) {
   if (opts.partSize < minPartSize) throw new RangeError(`partSize must be at least ${minPartSize}`);
+  if (opts.readWorkers !== undefined && !(Number.isInteger(opts.readWorkers) && opts.readWorkers >= 0))
+    throw new RangeError('readWorkers must be a whole number, 0 or more');
   const prefix = opts.prefix === '' || opts.prefix.endsWith('/') ? opts.prefix : `${opts.prefix}/`;
   const Bucket = opts.bucket;
   const client = new S3Client({
@@ -240,13 +253,19 @@ export function createS3Driver(opts: S3Options) {
     await client.send(new DeleteObjectCommand({ Bucket, Key: tailKey(path) }));
   }
 
-  const driver: StorageDriver & {
-    /** Checks at start that the bucket answers with these credentials; throws saying which part failed. */
-    checkBucket(): Promise<void>;
-    /** Aborts multipart uploads started before `olderThan` (abandoned writers). Returns how many. */
-    sweepUploads(olderThan: Date): Promise<number>;
-    destroy(): void;
-  } = {
+  const readWorkers =
+    opts.readWorkers && opts.readWorkers > 0
+      ? createS3ReadWorkers(opts, { workers: opts.readWorkers })
+      : undefined;
+
+  const driver: StorageDriver &
+    Partial<SealedReads> & {
+      /** Checks at start that the bucket answers with these credentials; throws saying which part failed. */
+      checkBucket(): Promise<void>;
+      /** Aborts multipart uploads started before `olderThan` (abandoned writers). Returns how many. */
+      sweepUploads(olderThan: Date): Promise<number>;
+      destroy(): void;
+    } = {
     name,
 
     async checkBucket() {
@@ -288,7 +307,11 @@ export function createS3Driver(opts: S3Options) {
 
     destroy() {
       client.destroy();
+      void readWorkers?.close();
     },
+
+    // Present only with read workers: encrypted() then reads content objects through them.
+    ...(readWorkers && { copySealed: readWorkers.copySealed }),
 
     async getContent(path) {
       try {
