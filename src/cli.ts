@@ -459,7 +459,7 @@ const adminCommands: Record<string, AdminCommand> = {
       print(`id:     ${key.id}`);
       print(`secret: ${key.secret}`);
       note(
-        'The secret is not shown again (berth keeps only its hash): store it now. Sign in with the id as user name and the secret as password.',
+        'The secret is not shown again: store it now. Sign in with the id as user name and the secret as password.',
       );
       return 0;
     },

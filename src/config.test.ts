@@ -62,7 +62,12 @@ describe('config', () => {
       level: 'debug',
       driver: 'memory',
     };
-    const special: Record<string, string> = { 'storage.s3.endpoint': 'http://127.0.0.1:7480' };
+    const special: Record<string, string> = {
+      'storage.s3.endpoint': 'http://127.0.0.1:7480',
+      'runner.runtime': 'runc',
+      'runner.accountId': '123456789012',
+      'runner.bridgeSubnet': '10.99.0.0/16',
+    };
     const env: Record<string, string> = {};
     for (const [k, spec] of Object.entries(keys)) env[envName(k)] = special[k] ?? samples[spec.type]!;
     const c = loadConfig({ env });
@@ -75,6 +80,11 @@ describe('config', () => {
       bucket: '/tmp/x',
       partSize: 6000000,
     });
+    expect(c.runner).toMatchObject({
+      runtime: 'runc',
+      accountId: '123456789012',
+      bridgeSubnet: '10.99.0.0/16',
+    });
   });
 
   it.each([
@@ -82,6 +92,9 @@ describe('config', () => {
     [{ env: { BERTH_REGISTRY_MANIFEST_MAX_BYTES: '100' } }, 'registry.manifestMaxBytes'],
     [{ env: { BERTH_TLS_ENABLED: 'maybe' } }, 'tls.enabled'],
     [{ env: { BERTH_STORAGE_DRIVER: 'floppy' } }, 'storage.driver'],
+    [{ env: { BERTH_RUNNER_RUNTIME: 'docker' } }, 'runner.runtime'],
+    [{ env: { BERTH_RUNNER_ACCOUNT_ID: '12' } }, 'runner.accountId'],
+    [{ env: { BERTH_RUNNER_BRIDGE_SUBNET: '10.0.0.0/8' } }, 'runner.bridgeSubnet'],
     [{ env: { BERTH_TLS_CERT_FILE: '/x.crt' } }, 'tls.keyFile'],
     [{ env: {}, file: file({ lisen: '1:2' }) }, 'lisen'],
     [{ env: {}, file: file({ registry: { chunkMinLength: 'big' } }) }, 'registry.chunkMinLength'],

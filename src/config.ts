@@ -118,6 +118,12 @@ export const keys = {
     min: 1,
     doc: 'attempts per S3 request; throttling (SlowDown, 503) is retried with backoff and jitter',
   },
+  'storage.s3.readWorkers': {
+    type: 'number',
+    default: 1,
+    min: 0,
+    doc: 'worker threads that fetch and decrypt encrypted blobs from S3 off the thread serving clients (0: on that thread)',
+  },
   'encryption.enabled': {
     type: 'boolean',
     default: true,
@@ -198,6 +204,69 @@ export const keys = {
     min: 1,
     doc: 'uploads older than this are purged',
   },
+  'runner.enabled': {
+    type: 'boolean',
+    default: true,
+    doc: 'run tasks and services (the ECS endpoint at /ecs); off, or on a host without runc, /ecs answers 503',
+  },
+  'runner.root': {
+    type: 'string',
+    default: undefined,
+    doc: 'local directory for unpacked layers, container state, logs and task networks (default DATA/runner)',
+  },
+  'runner.runtime': {
+    type: 'string',
+    default: 'auto',
+    doc: 'OCI runtime: auto | runc | crun (auto tries crun, then runc)',
+  },
+  'runner.region': {
+    type: 'string',
+    default: 'us-east-1',
+    doc: 'the region in ECS ARNs, and the one SigV4 requests to /ecs are signed for',
+  },
+  'runner.accountId': {
+    type: 'string',
+    default: '000000000000',
+    doc: 'the 12-digit account id in ECS ARNs',
+  },
+  'runner.registryHosts': {
+    type: 'list',
+    default: [],
+    doc: 'extra registry host names that mean this berth in a task image (localhost, 127.0.0.1, the TLS names and the host name always do)',
+  },
+  'runner.bridgeSubnet': {
+    type: 'string',
+    default: '10.98.0.0/16',
+    doc: 'addresses for bridge-mode tasks (podman uses 10.88.0.0/16: keep clear of it)',
+  },
+  'runner.bridgeName': {
+    type: 'string',
+    default: 'berth0',
+    doc: 'the Linux bridge bridge-mode tasks attach to',
+  },
+  'runner.logMaxBytes': {
+    type: 'number',
+    default: 8 * 1024 * 1024,
+    min: 4096,
+    doc: 'a container log file is rotated at this size (one rotated file is kept)',
+  },
+  'runner.hookDebounceMs': {
+    type: 'number',
+    default: 500,
+    min: 0,
+    doc: 'pushes to one repository tag within this window trigger its hooks once, on the last digest',
+  },
+  'runner.webhooksFile': {
+    type: 'string',
+    default: undefined,
+    doc: 'JSON file listing webhooks: [{"id","url","secret","events"?,"ca"?}] (secrets stay out of the main config)',
+  },
+  'runner.stoppedTaskRetentionMinutes': {
+    type: 'number',
+    default: 60,
+    min: 1,
+    doc: 'how long STOPPED tasks stay describable',
+  },
 } as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof keys;
@@ -229,6 +298,7 @@ export interface Config {
       readonly secretAccessKey: string | undefined;
       readonly partSize: number;
       readonly maxAttempts: number;
+      readonly readWorkers: number;
     };
   };
   readonly encryption: {
@@ -251,6 +321,20 @@ export interface Config {
     readonly deleteEnabled: boolean;
     readonly uploadIdleSeconds: number;
     readonly uploadMaxAgeHours: number;
+  };
+  readonly runner: {
+    readonly enabled: boolean;
+    readonly root: string;
+    readonly runtime: 'auto' | 'runc' | 'crun';
+    readonly region: string;
+    readonly accountId: string;
+    readonly registryHosts: readonly string[];
+    readonly bridgeSubnet: string;
+    readonly bridgeName: string;
+    readonly logMaxBytes: number;
+    readonly hookDebounceMs: number;
+    readonly stoppedTaskRetentionMinutes: number;
+    readonly webhooksFile: string | undefined;
   };
 }
 
@@ -412,6 +496,18 @@ function build(v: Map<ConfigKey, unknown>): Config {
   if (endpoint !== undefined && !/^https?:\/\/[^/\s]+/.test(endpoint)) {
     throw new ConfigError('storage.s3.endpoint', `must be an http(s) URL (got ${JSON.stringify(endpoint)})`);
   }
+  const runtime = get<string>('runner.runtime');
+  if (!['auto', 'runc', 'crun'].includes(runtime))
+    throw new ConfigError('runner.runtime', `must be auto, runc or crun (got ${JSON.stringify(runtime)})`);
+  const accountId = get<string>('runner.accountId');
+  if (!/^\d{12}$/.test(accountId)) throw new ConfigError('runner.accountId', 'must be 12 digits');
+  const subnet = get<string>('runner.bridgeSubnet');
+  if (!/^\d{1,3}(\.\d{1,3}){3}\/(1[6-9]|2[0-4])$/.test(subnet))
+    throw new ConfigError(
+      'runner.bridgeSubnet',
+      `must be an IPv4 CIDR from /16 to /24 (got ${JSON.stringify(subnet)})`,
+    );
+  const runnerRoot = get<string | undefined>('runner.root');
   return deepFreeze({
     listen: get('listen'),
     data,
@@ -439,6 +535,7 @@ function build(v: Map<ConfigKey, unknown>): Config {
         secretAccessKey,
         partSize: get('storage.s3.partSize'),
         maxAttempts: get('storage.s3.maxAttempts'),
+        readWorkers: Math.floor(get<number>('storage.s3.readWorkers')),
       },
     },
     encryption: {
@@ -461,6 +558,22 @@ function build(v: Map<ConfigKey, unknown>): Config {
       deleteEnabled: get('registry.deleteEnabled'),
       uploadIdleSeconds: get('registry.uploadIdleSeconds'),
       uploadMaxAgeHours: get('registry.uploadMaxAgeHours'),
+    },
+    runner: {
+      enabled: get('runner.enabled'),
+      root: runnerRoot ? resolve(runnerRoot) : resolve(data, 'runner'),
+      runtime,
+      region: get('runner.region'),
+      accountId,
+      registryHosts: get('runner.registryHosts'),
+      bridgeSubnet: subnet,
+      bridgeName: get('runner.bridgeName'),
+      logMaxBytes: get('runner.logMaxBytes'),
+      hookDebounceMs: get('runner.hookDebounceMs'),
+      stoppedTaskRetentionMinutes: get('runner.stoppedTaskRetentionMinutes'),
+      webhooksFile:
+        (get<string | undefined>('runner.webhooksFile') ?? undefined) &&
+        resolve(get<string>('runner.webhooksFile')),
     },
   } as Config);
 }

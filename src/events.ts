@@ -31,4 +31,9 @@ export interface TagDeleted {
 
 export type RegistryEvent = ManifestPushed | ManifestDeleted | TagDeleted;
 
-export type EventSink = (event: RegistryEvent) => void;
+/**
+ * Receives every event once the change it describes has committed. The registry awaits it before
+ * answering the client, so a sink that persists the event (the runner's hook journal) makes a
+ * 201 mean "committed, and its hooks will run" even if the process dies right after.
+ */
+export type EventSink = (event: RegistryEvent) => void | Promise<void>;

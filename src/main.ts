@@ -1,12 +1,20 @@
 // Composition root: config -> storage -> registry + auth -> app -> server. The only wiring point.
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { createAuth } from './auth/index.ts';
 import type { Config } from './config.ts';
 import { ConfigError } from './errors.ts';
+import type { RegistryEvent } from './events.ts';
 import { createApp, type RunningServer, startServer } from './http/index.ts';
 import { createLogger, type Logger } from './log.ts';
-import { createRegistry } from './registry/index.ts';
+import { createRegistry, parseDigest, type Registry } from './registry/index.ts';
+import {
+  createRunner,
+  type ImageSource,
+  type Runner,
+  validateWebhookEndpoints,
+  type WebhookEndpoint,
+} from './runner/index.ts';
 import {
   checked,
   createFsDriver,
@@ -54,7 +62,11 @@ async function rawDriver(config: Config, log: Logger) {
     case 's3': {
       // Loaded on demand: the AWS SDK is large, and only S3 deployments need it.
       const { createS3Driver } = await import('./storage/s3.ts');
-      const s3 = createS3Driver(config.storage.s3);
+      // Read workers only pay off when there is decryption to move off the serving thread.
+      const s3 = createS3Driver({
+        ...config.storage.s3,
+        readWorkers: config.encryption.enabled ? config.storage.s3.readWorkers : 0,
+      });
       await s3.checkBucket();
       log.info(
         { bucket: config.storage.s3.bucket, endpoint: config.storage.s3.endpoint ?? 'AWS' },
@@ -119,14 +131,43 @@ export async function openStorage(config: Config, log: Logger): Promise<OpenedSt
   return { storage: checked(layer), encryption: layer, ...(sweep && { sweep }), close };
 }
 
+/** The runner reads images from the registry itself: manifests, and blobs the repository links. */
+function imageSource(registry: Registry): ImageSource {
+  return {
+    async manifest(repository, reference) {
+      const m = await registry.getManifest(repository, reference);
+      return { digest: m.digest.value, mediaType: m.mediaType, bytes: m.bytes };
+    },
+    async blob(repository, digest) {
+      const d = parseDigest(digest);
+      const info = await registry.statBlob(repository, d);
+      return registry.blobBody(d, 0, info.size).open();
+    },
+  };
+}
+
+function loadWebhooks(file: string | undefined): WebhookEndpoint[] {
+  if (file === undefined) return [];
+  let value: unknown;
+  try {
+    value = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new ConfigError('runner.webhooksFile', `cannot read ${file}: ${(e as Error).message}`);
+  }
+  return validateWebhookEndpoints(value, 'runner.webhooksFile');
+}
+
 export async function start(config: Config, log: Logger = createLogger(config.log.level)): Promise<Berth> {
   const opened = await openStorage(config, log);
   const { storage, sweep } = opened;
+  // Late-bound: the runner (which journals the events for its hooks) is built after the registry.
+  let eventSink: ((e: RegistryEvent) => Promise<void>) | undefined;
   const registry = createRegistry(storage, {
     log: log.child({ module: 'registry' }),
     manifestMaxBytes: config.registry.manifestMaxBytes,
     deleteEnabled: config.registry.deleteEnabled,
     uploadIdleMs: config.registry.uploadIdleSeconds * 1000,
+    events: (e) => eventSink?.(e),
   });
 
   const auth = await createAuth({
@@ -141,6 +182,35 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
   });
   const { bootstrapPassword } = await auth.start();
 
+  // Where containers reach berth (task role credentials); set once the server listens.
+  let runnerBase: string | undefined;
+  let runner: Runner | undefined;
+  if (config.runner.enabled) {
+    runner = await createRunner({
+      storage,
+      log: log.child({ module: 'runner' }),
+      root: config.runner.root,
+      runtime: config.runner.runtime,
+      region: config.runner.region,
+      accountId: config.runner.accountId,
+      registryHosts: [...config.runner.registryHosts, ...config.tls.names],
+      bridgeName: config.runner.bridgeName,
+      bridgeSubnet: config.runner.bridgeSubnet,
+      logMaxBytes: config.runner.logMaxBytes,
+      hookDebounceMs: config.runner.hookDebounceMs,
+      stoppedRetentionMs: config.runner.stoppedTaskRetentionMinutes * 60_000,
+      images: imageSource(registry),
+      webhooks: loadWebhooks(config.runner.webhooksFile),
+      baseUrl: () => runnerBase,
+      ...(config.auth.enabled && {
+        mintCredentials: (role: string, session: string) => auth.roleCredentials(role, session),
+      }),
+    });
+    const r = runner;
+    eventSink = (e) => r.record(e);
+    await runner.start();
+  }
+
   let draining = false;
   const app = createApp({
     log,
@@ -148,6 +218,8 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
     auth,
     authOptions: { service: config.auth.service, basicOnRegistry: config.auth.basicOnRegistry },
     v2: { chunkMinLength: config.registry.chunkMinLength },
+    ...(runner && { runner }),
+    runnerOptions: { region: config.runner.region, accountId: config.runner.accountId },
     trustProxy: config.server.trustProxy,
     scheme: config.tls.enabled ? 'https' : 'http',
     readiness: {
@@ -173,6 +245,8 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
     ? 'localhost'
     : server.address.split(':')[0];
   const hostPort = `${publicHost}:${server.port}`;
+  // Host-network tasks reach berth on the loopback; 127.0.0.1 is always in the generated certificate.
+  runnerBase = `${scheme}://127.0.0.1:${server.port}`;
   // Trust instructions first: whoever waits for the 'listening' line has them by then.
   if (tls?.caPath) {
     process.stderr.write(
@@ -249,6 +323,8 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
         stopWatching();
         log.info({ timeoutSeconds: config.server.shutdownTimeoutSeconds }, 'shutting down');
         await server.close(config.server.shutdownTimeoutSeconds * 1000);
+        // Containers keep running: the next start adopts them.
+        await runner?.close();
         await registry.close();
         opened.close();
         log.info('stopped');

@@ -100,6 +100,11 @@ describe('isValidResource', () => {
       'service/*',
       'taskdefinition/web',
       'task/prod/0a1b2c',
+      'hook/hr-0123456789ab',
+      'webhook/*',
+      'secret/db-password',
+      'secret/prod/db',
+      'secret/prod/*',
       'user/*',
     ]) {
       expect(isValidResource(r), r).toBe(true);
@@ -123,6 +128,9 @@ describe('isValidResource', () => {
       'repository/x-',
       'repository/x.',
       'repository/x\n',
+      'secret/a b',
+      'secret/x/../y',
+      'hook/a/b',
       `repository/${'a'.repeat(256)}`,
       'audit/x',
       'audit*',
@@ -137,7 +145,7 @@ describe('isValidResource', () => {
       'service//web',
       'task/x',
       'cluster/ä',
-      'secret/x',
+      'vault/x',
       '*/x',
       ' *',
     ]) {

@@ -63,7 +63,11 @@ const namedTypes: Readonly<Record<string, number>> = {
   taskdefinition: 1,
   service: 2,
   task: 2,
+  hook: 1,
+  webhook: 1,
 };
+/** Types whose names may themselves contain `/` (secret names such as prod/db), up to this many segments. */
+const pathTypes: Readonly<Record<string, number>> = { secret: 16 };
 
 /**
  * Whether a resource (or resource pattern) is well formed. A repository pattern must be a valid
@@ -81,9 +85,13 @@ export function isValidResource(resource: string): boolean {
     const literal = rest.replace(/[*?]/g, 'a');
     return literal.length <= maxRepoNameLength && repoName.test(literal);
   }
+  const parts = rest.split('/');
+  if (Object.hasOwn(pathTypes, type))
+    return (
+      parts.length <= (pathTypes[type] as number) && parts.every((p) => nameSegment.test(p) && p !== '.')
+    );
   const segments = Object.hasOwn(namedTypes, type) ? namedTypes[type] : undefined;
   if (segments === undefined) return false;
-  const parts = rest.split('/');
   // `service/*` may stand for every cluster's services; without a `*` the shape must be exact.
   if (parts.length > segments || (parts.length < segments && !rest.includes('*'))) return false;
   return parts.every((p) => nameSegment.test(p) && p !== '.');

@@ -413,7 +413,7 @@ export function identityRoutes(app: Hono<AppEnv>, kit: Kit): void {
           const o = owner(c);
           const key = await ids.createAccessKey(o);
           note({ accessKeyId: key.id });
-          // The secret is in this response only: only its hash is stored.
+          // The secret is in this response only: no API ever shows it again.
           return json(
             c,
             { id: key.id, secret: key.secret, owner: o, status: 'active', createdAt: key.createdAt },

@@ -14,9 +14,11 @@
 import type { Context } from 'hono';
 import { Hono } from 'hono';
 import type { AuditLog, Federation, IdentityStore, PolicyStore } from '../auth/index.ts';
+import type { Runner } from '../runner/index.ts';
 import { identityRoutes } from './admin-identities.ts';
 import { adminErrorResponse, createKit } from './admin-kit.ts';
 import { policyRoutes } from './admin-policies.ts';
+import { runnerRoutes } from './admin-runner.ts';
 import type { AppEnv } from './env.ts';
 
 export const adminApiBase = '/api/v1';
@@ -86,12 +88,13 @@ export interface AdminDeps<C extends AdminCaller = AdminCaller> {
   readonly bearerService?: string;
 }
 
-export function createAdminApi<C extends AdminCaller>(deps: AdminDeps<C>): Hono<AppEnv> {
+export function createAdminApi<C extends AdminCaller>(deps: AdminDeps<C>, runner?: Runner): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   // Set before the routes are mounted: app.route() copies the handler it finds then.
   app.onError(adminErrorResponse);
   const kit = createKit(deps);
   identityRoutes(app, kit);
   policyRoutes(app, kit);
+  if (runner) runnerRoutes(app, kit, runner);
   return app;
 }

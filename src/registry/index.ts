@@ -159,7 +159,7 @@ export function createRegistry(storage: StorageDriver, opts: RegistryOptions) {
       }
       for (const t of setTags) await tags.set(name, t, digest);
       await catalog.add(name);
-      emit({
+      await emit({
         type: 'manifest.pushed',
         repository: name,
         digest: digest.value,
@@ -186,7 +186,7 @@ export function createRegistry(storage: StorageDriver, opts: RegistryOptions) {
       if (!looksLikeDigest(reference)) {
         assertTag(reference);
         if (!(await tags.remove(name, reference))) throw manifestUnknown(name, reference);
-        emit({ type: 'tag.deleted', repository: name, tag: reference, at: new Date().toISOString() });
+        await emit({ type: 'tag.deleted', repository: name, tag: reference, at: new Date().toISOString() });
         return;
       }
       const d = parseDigest(reference);
@@ -196,7 +196,12 @@ export function createRegistry(storage: StorageDriver, opts: RegistryOptions) {
       const subject = parseManifestSubject(m);
       if (subject) await referrers.remove(name, subject, d);
       await manifests.unlink(name, d);
-      emit({ type: 'manifest.deleted', repository: name, digest: d.value, at: new Date().toISOString() });
+      await emit({
+        type: 'manifest.deleted',
+        repository: name,
+        digest: d.value,
+        at: new Date().toISOString(),
+      });
     },
 
     // --- listings ------------------------------------------------------------------------
