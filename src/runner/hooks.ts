@@ -47,6 +47,7 @@ import {
   targetsOf,
   validateRuleFields,
 } from './hook-rules.ts';
+import { recordNames, sortableIds } from './records.ts';
 import { compareVersions, parseVersion } from './semver.ts';
 
 export interface HookActions {
@@ -211,29 +212,9 @@ export function createHooks(opts: HooksOptions): Hooks {
     }
   }
   /** File names (without .json) in a directory, sorted; none when it was never written. */
-  async function names(dir: 'rules' | 'journal' | 'dispatches' | 'runs'): Promise<string[]> {
-    try {
-      const children = await storage.list(paths.dir(dir));
-      return children.map((p) => p.slice(p.lastIndexOf('/') + 1).replace(/\.json$/, '')).sort();
-    } catch (err) {
-      if (err instanceof PathNotFoundError) return [];
-      throw err;
-    }
-  }
-
-  // Ids sort in the order they were made (milliseconds, then a counter), which is what lists
-  // newest-first and orders a window's pushes; the random tail keeps two processes apart.
-  let lastMs = -1;
-  let counter = 0;
-  function newEntryId(): string {
-    const ms = now();
-    if (ms === lastMs) counter++;
-    else {
-      lastMs = ms;
-      counter = 0;
-    }
-    return `${String(ms).padStart(13, '0')}${String(counter % 10_000).padStart(4, '0')}${randomBytes(3).toString('hex')}`;
-  }
+  const names = async (dir: 'rules' | 'journal' | 'dispatches' | 'runs') =>
+    (await recordNames(storage, paths.dir(dir))).sort();
+  const newEntryId = sortableIds(now);
 
   // ---- rules ------------------------------------------------------------------------------------
 

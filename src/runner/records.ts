@@ -2,6 +2,7 @@
 // everything else). Writes to one record are serialized and coalesced: a record that changes
 // ten times while a write is in flight is written twice, the last state winning, so a busy task
 // never queues a backlog of stale snapshots.
+import { randomBytes } from 'node:crypto';
 import { PathNotFoundError, type StorageDriver } from '../storage/index.ts';
 
 export interface Records<T> {
@@ -97,5 +98,34 @@ export function createRecords<T>(storage: StorageDriver, prefix: string): Record
     async flush() {
       while (inflight.size > 0) await Promise.allSettled([...inflight.values()].map((s) => s.done));
     },
+  };
+}
+
+/** The file names (without .json) in a directory, unsorted; none when it was never written. */
+export async function recordNames(storage: StorageDriver, dir: string): Promise<string[]> {
+  try {
+    return (await storage.list(dir)).map((p) => p.slice(p.lastIndexOf('/') + 1).replace(/\.json$/, ''));
+  } catch (err) {
+    if (err instanceof PathNotFoundError) return [];
+    throw err;
+  }
+}
+
+/**
+ * Ids that sort in the order they were made (milliseconds, then a counter within the millisecond),
+ * which is what lists newest-first and orders journal entries; the random tail keeps two
+ * processes apart.
+ */
+export function sortableIds(now: () => number): () => string {
+  let lastMs = -1;
+  let counter = 0;
+  return () => {
+    const ms = now();
+    if (ms === lastMs) counter++;
+    else {
+      lastMs = ms;
+      counter = 0;
+    }
+    return `${String(ms).padStart(13, '0')}${String(counter % 10_000).padStart(4, '0')}${randomBytes(3).toString('hex')}`;
   };
 }

@@ -25,12 +25,13 @@
 // requests go through node:https trusting that CA instead (fetch cannot take a CA without
 // undici's Agent, which is not a dependency here).
 
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import { request as httpsRequest } from 'node:https';
 import { ConfigError } from '../errors.ts';
 import type { RegistryEvent } from '../events.ts';
 import type { Logger } from '../log.ts';
 import { PathNotFoundError, type StorageDriver } from '../storage/index.ts';
+import { recordNames, sortableIds } from './records.ts';
 
 export interface WebhookEndpoint {
   /** A name for logs, listings and storage paths: letters, digits, '_', '-'. */
@@ -278,28 +279,8 @@ export function createWebhooks(opts: WebhooksOptions): Webhooks {
       if (!(err instanceof PathNotFoundError)) throw err;
     }
   }
-  async function names(dir: 'pending' | 'done'): Promise<string[]> {
-    try {
-      return (await storage.list(`${prefix}/${dir}`)).map((p) =>
-        p.slice(p.lastIndexOf('/') + 1).replace(/\.json$/, ''),
-      );
-    } catch (err) {
-      if (err instanceof PathNotFoundError) return [];
-      throw err;
-    }
-  }
-
-  let lastMs = -1;
-  let counter = 0;
-  function newEventId(): string {
-    const ms = now();
-    if (ms === lastMs) counter++;
-    else {
-      lastMs = ms;
-      counter = 0;
-    }
-    return `${String(ms).padStart(13, '0')}${String(counter % 10_000).padStart(4, '0')}${randomBytes(3).toString('hex')}`;
-  }
+  const names = (dir: 'pending' | 'done') => recordNames(storage, `${prefix}/${dir}`);
+  const newEventId = sortableIds(now);
 
   let started = false;
   let stopped = false;
