@@ -3,7 +3,14 @@
 // runs, and webhooks with their deliveries. Same conventions as the rest of /api/v1.
 import type { Context, Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
-import { HookError, type LogEntry, type Runner, RunnerError, SecretError } from '../runner/index.ts';
+import {
+  HookError,
+  type LogEntry,
+  type Runner,
+  RunnerError,
+  SecretError,
+  WebhookError,
+} from '../runner/index.ts';
 import {
   ApiError,
   childPath,
@@ -22,8 +29,15 @@ import {
 } from './admin-kit.ts';
 import type { AppEnv } from './env.ts';
 
-/** Runner failures as API errors (the kit turns anything else into a 500). */
-async function runnerCall<T>(call: () => Promise<T> | T): Promise<T> {
+/**
+ * Runner failures as API errors (the kit turns anything else into a 500). `fieldPath` says where a
+ * HookError's field is in the request: `rule.<field>` for a rule in the body, a query parameter
+ * for a list.
+ */
+async function runnerCall<T>(
+  call: () => Promise<T> | T,
+  fieldPath: (field: string) => string = (field) => `rule.${field}`,
+): Promise<T> {
   try {
     return await call();
   } catch (err) {
@@ -32,14 +46,28 @@ async function runnerCall<T>(call: () => Promise<T> | T): Promise<T> {
       throw new ApiError(code, err.message, err.details ? { details: err.details } : {});
     }
     if (err instanceof HookError) {
-      const details = err.field ? [{ path: `rule.${err.field}`, message: err.message }] : undefined;
-      throw new ApiError(err.code, err.message, details ? { details } : {});
+      if (!err.field) throw new ApiError(err.code, err.message);
+      // The runner's message starts with its own name for the field; the detail uses the request's.
+      const path = fieldPath(err.field);
+      const message = err.message.startsWith(`${err.field}:`)
+        ? `${path}${err.message.slice(err.field.length)}`
+        : err.message;
+      throw new ApiError(err.code, message, { details: [{ path, message }] });
     }
     if (err instanceof SecretError)
       throw new ApiError(err.kind === 'not_found' ? 'NOT_FOUND' : 'INVALID', err.message);
     throw err;
   }
 }
+
+/** The runner's list options by the names this API gives them (`?rule=`, `?after=`). */
+const listParam = (field: string) => (field === 'ruleId' ? 'rule' : field === 'nextToken' ? 'after' : field);
+
+/** Code-unit order, the order `pageOf` compares cursors in (localeCompare's is another). */
+const byKey =
+  <T>(key: (t: T) => string) =>
+  (a: T, b: T) =>
+    key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0;
 
 function tailParam(c: Context<AppEnv>): number | undefined {
   const raw = c.req.query('tail');
@@ -51,11 +79,16 @@ function tailParam(c: Context<AppEnv>): number | undefined {
   return Number(raw);
 }
 
+/** RFC 3339 with a zone, up to nanoseconds: what the log reader compares entries against. */
+const rfc3339 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)$/i;
+
 function sinceParam(c: Context<AppEnv>): string | undefined {
   const raw = c.req.query('since');
   if (raw === undefined) return undefined;
-  if (Number.isNaN(Date.parse(raw)))
-    throw invalid('since must be an RFC 3339 time', [{ path: 'since', message: 'since: an RFC 3339 time' }]);
+  if (!rfc3339.test(raw) || Number.isNaN(Date.parse(raw)))
+    throw invalid('since must be an RFC 3339 time', [
+      { path: 'since', message: 'since: an RFC 3339 time, e.g. 2026-01-02T15:04:05Z' },
+    ]);
   return raw;
 }
 
@@ -75,7 +108,8 @@ export function runnerRoutes(app: Hono<AppEnv>, kit: Kit, runner: Runner): void 
     '/runner/clusters/:cluster/tasks/:task/logs',
     op({ action: 'ecs:ReadLogs', resource: taskResource }, async ({ c }) => {
       const container = c.req.query('container');
-      const follow = c.req.query('follow') === 'true' || c.req.header('accept') === 'text/event-stream';
+      const follow =
+        c.req.query('follow') === 'true' || /\btext\/event-stream\b/i.test(c.req.header('accept') ?? '');
       const opts = { tail: tailParam(c), since: sinceParam(c) };
       const taskId = pathName(c, 'task', 'task');
       const { container: name, entries } = await runnerCall(() =>
@@ -134,8 +168,10 @@ export function runnerRoutes(app: Hono<AppEnv>, kit: Kit, runner: Runner): void 
 
   // ---- secrets ----
 
+  // Hono has already decoded the parameter (%2F included): decoding again would turn a literal
+  // `%41` into another name, and a stray `%` into a URIError.
   const secretName = (c: Context<AppEnv>) => {
-    const v = decodeURIComponent(c.req.param('name') ?? '');
+    const v = c.req.param('name') ?? '';
     if (!/^[A-Za-z0-9/_+=.@-]{1,120}$/.test(v))
       throw notFound(`secret ${JSON.stringify(v.slice(0, 200))} does not exist`);
     return v;
@@ -144,7 +180,7 @@ export function runnerRoutes(app: Hono<AppEnv>, kit: Kit, runner: Runner): void 
   app.get(
     '/secrets',
     op({ action: 'ecs:ListSecrets', resource: () => 'secret/*' }, async ({ c }) => {
-      const all = await runner.secrets.list();
+      const all = (await runner.secrets.list()).sort(byKey((s) => s.name));
       return sendPage(
         c,
         pageOf(all, (s) => s.name, pageParams(c)),
@@ -196,11 +232,10 @@ export function runnerRoutes(app: Hono<AppEnv>, kit: Kit, runner: Runner): void 
   app.get(
     '/hooks',
     op({ action: 'ecs:ReadHooks', resource: () => 'hook/*' }, async ({ c }) => {
-      const all = await runner.hooks.rules.list();
-      return sendPage(
-        c,
-        pageOf(all, (r) => r.id, pageParams(c)),
-      );
+      // Oldest first; the cursor is creation time and id, which sort in that same order.
+      const cursor = (r: { createdAt: string; id: string }) => `${r.createdAt}_${r.id}`;
+      const all = (await runner.hooks.rules.list()).sort(byKey(cursor));
+      return sendPage(c, pageOf(all, cursor, pageParams(c)));
     }),
   );
 
@@ -221,12 +256,14 @@ export function runnerRoutes(app: Hono<AppEnv>, kit: Kit, runner: Runner): void 
     op({ action: 'ecs:ReadHooks', resource: () => 'hook/*' }, async ({ c }) => {
       const rule = c.req.query('rule');
       const p = pageParams(c);
-      const page = await runnerCall(() =>
-        runner.hooks.runs.list({
-          ...(rule !== undefined && { ruleId: rule }),
-          limit: p.limit,
-          ...(p.after !== undefined && { nextToken: p.after }),
-        }),
+      const page = await runnerCall(
+        () =>
+          runner.hooks.runs.list({
+            ...(rule !== undefined && { ruleId: rule }),
+            limit: p.limit,
+            ...(p.after !== undefined && { nextToken: p.after }),
+          }),
+        listParam,
       );
       return sendPage(c, { items: page.runs, next: page.nextToken });
     }),
@@ -269,11 +306,21 @@ export function runnerRoutes(app: Hono<AppEnv>, kit: Kit, runner: Runner): void 
     op({ action: 'ecs:ReadHooks', resource: () => 'webhook/*' }, async ({ c }) => {
       const webhook = c.req.query('webhook');
       const p = pageParams(c);
-      const page = await runner.webhooks.deliveries({
-        ...(webhook !== undefined && { endpointId: webhook }),
-        limit: p.limit,
-        ...(p.after !== undefined && { nextToken: p.after }),
-      });
+      let page: Awaited<ReturnType<Runner['webhooks']['deliveries']>>;
+      try {
+        page = await runner.webhooks.deliveries({
+          ...(webhook !== undefined && { endpointId: webhook }),
+          limit: p.limit,
+          ...(p.after !== undefined && { nextToken: p.after }),
+        });
+      } catch (err) {
+        // limit is checked above, so the cursor is what the list refused.
+        if (err instanceof WebhookError)
+          throw invalid('after must be the next cursor of a previous page', [
+            { path: 'after', message: 'after: must be the next cursor of a previous page' },
+          ]);
+        throw err;
+      }
       return sendPage(c, { items: page.deliveries, next: page.nextToken });
     }),
   );

@@ -60,7 +60,7 @@ export function ecsRoutes(deps: EcsRoutesDeps): Hono<AppEnv> {
   const answer = (c: Context<AppEnv>, status: number, body: unknown, headers: Record<string, string> = {}) =>
     new Response(JSON.stringify(body), {
       status,
-      headers: { 'Content-Type': ECS_CONTENT_TYPE, 'x-amzn-RequestId': c.get('requestId'), ...headers },
+      headers: { 'content-type': ECS_CONTENT_TYPE, 'x-amzn-requestid': c.get('requestId'), ...headers },
     });
 
   const failure = (c: Context<AppEnv>, err: unknown): Response => {

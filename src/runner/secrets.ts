@@ -115,7 +115,10 @@ export function createSecretStore(storage: StorageDriver, opts: { region: string
       return info(s);
     },
     async list(): Promise<SecretInfo[]> {
-      return (await records.load()).map(info).sort((a, b) => a.name.localeCompare(b.name));
+      // Character-code order, the order the API pages in.
+      return (await records.load())
+        .map(info)
+        .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     },
     async remove(name: string): Promise<void> {
       const s = await find(name);

@@ -1,23 +1,32 @@
-// Holds the server to openapi.yaml: the routes the app registers are the paths the document
-// declares, and every response of a scripted admin session (successes and errors alike) has a
-// status the operation declares and a body that validates against its JSON Schema (2020-12).
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+// Holds the server to openapi.yaml: the routes the app registers (the runner's included) are the
+// paths the document declares, and every response of a scripted admin and runner session
+// (successes and errors alike) has a status the operation declares and a body that validates
+// against its JSON Schema (2020-12): JSON bodies whole, server-sent events one event at a time.
+import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import { Hono } from 'hono';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { createAuditLog } from '../../src/auth/audit.ts';
 import { createFederation } from '../../src/auth/federation.ts';
 import { AuthStoreError, createIdentityStore } from '../../src/auth/identities.ts';
+import { type Auth, createAuth } from '../../src/auth/index.ts';
 import { evaluate, type Principal } from '../../src/auth/policy.ts';
 import { createPolicyStore } from '../../src/auth/policy-store.ts';
 import { type AdminDeps, adminApiBase, createAdminApi } from '../../src/http/admin.ts';
+import { createApp, ecsEndpointPath } from '../../src/http/app.ts';
 import type { AppEnv } from '../../src/http/env.ts';
 import { healthRoutes } from '../../src/http/health.ts';
 import { requestContext } from '../../src/http/middleware.ts';
+import { ecsRoutes } from '../../src/http/runner.ts';
+import { taskCredentialsRoutes } from '../../src/http/task-credentials.ts';
 import { silentLogger } from '../../src/log.ts';
-import { createMemoryDriver } from '../../src/storage/index.ts';
+import { createRegistry, parseDigest, type Registry } from '../../src/registry/index.ts';
+import { createRunner, type ImageSource, type Runner } from '../../src/runner/index.ts';
+import { checked, createMemoryDriver } from '../../src/storage/index.ts';
 
 // ---- the document -------------------------------------------------------------------------------
 
@@ -41,13 +50,20 @@ const operations: Operation[] = Object.entries(spec.paths as Record<string, Json
       .map((m) => ({
         method: m.toUpperCase(),
         template,
-        // A repository scope may carry raw slashes; every other parameter is one segment.
+        // A repository scope and a secret's name may carry raw slashes; other parameters are one segment.
         pattern: new RegExp(
-          `^${template.replace(/\{(\w+)\}/g, (_, name: string) => (name === 'scope' ? '(.+)' : '([^/]+)'))}$`,
+          `^${template.replace(/\{(\w+)\}/g, (_, name: string) =>
+            name === 'scope' || (name === 'name' && template.startsWith(`${adminApiBase}/secrets/`))
+              ? '(.+)'
+              : '([^/]+)',
+          )}$`,
         ),
         op: item[m],
       })),
 );
+
+/** How many path parameters a template has: a literal segment wins over a parameter (`/hooks/runs`). */
+const parameterCount = (template: string) => (template.match(/\{/g) ?? []).length;
 
 const escapePointer = (s: string) => s.replaceAll('~', '~0').replaceAll('/', '~1');
 
@@ -131,6 +147,205 @@ function makeDeps(): AdminDeps {
 
 const readiness = { check: async () => {}, draining: () => false };
 
+// ---- the runner -----------------------------------------------------------------------------------
+
+const REGION = 'us-east-1';
+const ACCOUNT = '000000000000';
+
+/** The runner reads images from the registry itself (as main.ts wires it). */
+function imageSource(registry: Registry): ImageSource {
+  return {
+    async manifest(repository, reference) {
+      const m = await registry.getManifest(repository, reference);
+      return { digest: m.digest.value, mediaType: m.mediaType, bytes: m.bytes };
+    },
+    async blob(repository, digest) {
+      const d = parseDigest(digest);
+      const info = await registry.statBlob(repository, d);
+      return registry.blobBody(d, 0, info.size).open();
+    },
+  };
+}
+
+/** A registry, a real auth (SigV4 on /ecs, role credentials) and a real runner over one storage. */
+interface RunnerWorld {
+  readonly root: string;
+  readonly auth: Auth;
+  readonly runner: Runner;
+  /** The whole app as main.ts builds it (auth on, runner on). */
+  readonly app: ReturnType<typeof createApp>;
+}
+
+let world: RunnerWorld | undefined;
+
+beforeAll(async () => {
+  const root = mkdtempSync(join(tmpdir(), 'berth-openapi-'));
+  const storage = checked(createMemoryDriver());
+  let runner: Runner | undefined;
+  const registry = createRegistry(storage, {
+    log: silentLogger,
+    manifestMaxBytes: 4 * 1024 * 1024,
+    deleteEnabled: true,
+    uploadIdleMs: 60_000,
+    events: async (e) => {
+      await runner?.record(e);
+    },
+  });
+  const auth = createAuth({
+    storage,
+    log: silentLogger,
+    issuer: 'berth-token-service',
+    service: 'berth',
+    enabled: true,
+    bootstrapPassword: 'admin-password',
+    scryptCost: 2 ** 10,
+  });
+  await auth.start();
+  runner = await createRunner({
+    storage,
+    log: silentLogger,
+    root,
+    runtime: 'auto',
+    region: REGION,
+    accountId: ACCOUNT,
+    registryHosts: [],
+    bridgeName: `bo${process.pid % 100000}`,
+    bridgeSubnet: `10.96.${process.pid % 200}.0/24`,
+    logMaxBytes: 1 << 20,
+    hookDebounceMs: 0,
+    stoppedRetentionMs: 3_600_000,
+    images: imageSource(registry),
+    webhooks: [{ id: 'ci', url: 'http://127.0.0.1:9/events', secret: 'webhook-secret-0123456789' }],
+    baseUrl: () => undefined,
+    mintCredentials: (role, session) => auth.roleCredentials(role, session),
+  });
+  await runner.start();
+  const app = createApp({
+    log: silentLogger,
+    registry,
+    auth,
+    authOptions: { service: 'berth', basicOnRegistry: true },
+    v2: { chunkMinLength: 0 },
+    readiness,
+    runner,
+    runnerOptions: { region: REGION, accountId: ACCOUNT },
+  });
+  world = { root, auth, runner, app };
+});
+
+afterAll(async () => {
+  await world?.runner.close();
+  if (world) rmSync(world.root, { recursive: true, force: true });
+});
+
+const sha256 = (b: string | Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+/** Pushes a one-layer image (not a runnable one: the layer is no tar) through /v2; answers its digest. */
+async function pushImage(app: RunnerWorld['app'], repo: string, tag: string): Promise<string> {
+  const authorization = `Basic ${Buffer.from('admin:admin-password').toString('base64')}`;
+  const layer = Buffer.from(`layer-${randomBytes(8).toString('hex')}`);
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: {} }));
+  for (const b of [layer, config]) {
+    const r = await app.request(`/v2/${repo}/blobs/uploads/?digest=sha256:${sha256(b)}`, {
+      method: 'POST',
+      headers: { authorization },
+      body: b,
+    });
+    expect(r.status, await r.text()).toBe(201);
+  }
+  const manifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: {
+      mediaType: 'application/vnd.oci.image.config.v1+json',
+      digest: `sha256:${sha256(config)}`,
+      size: config.length,
+    },
+    layers: [
+      {
+        mediaType: 'application/vnd.oci.image.layer.v1.tar',
+        digest: `sha256:${sha256(layer)}`,
+        size: layer.length,
+      },
+    ],
+  });
+  const r = await app.request(`/v2/${repo}/manifests/${tag}`, {
+    method: 'PUT',
+    headers: { authorization, 'content-type': 'application/vnd.oci.image.manifest.v1+json' },
+    body: manifest,
+  });
+  expect(r.status, await r.text()).toBe(201);
+  return `sha256:${sha256(manifest)}`;
+}
+
+/**
+ * The headers of an ECS request signed with AWS Signature Version 4, written out here (not with
+ * the server's helpers) so the document's description of /ecs is checked by an outside signer.
+ */
+function signEcs(operation: string, body: string, key: { id: string; secret: string }) {
+  const amzDate = new Date()
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d{3}/, '');
+  const date = amzDate.slice(0, 8);
+  const headers: Record<string, string> = {
+    // As the SDKs do: two requests signed in the same second differ (berth refuses a replay).
+    'amz-sdk-invocation-id': randomUUID(),
+    'content-type': 'application/x-amz-json-1.1',
+    host: 'localhost',
+    'x-amz-date': amzDate,
+    'x-amz-target': `AmazonEC2ContainerServiceV20141113.${operation}`,
+  };
+  const names = Object.keys(headers).sort();
+  const canonical = [
+    'POST',
+    ecsEndpointPath,
+    '',
+    ...names.map((n) => `${n}:${headers[n]}`),
+    '',
+    names.join(';'),
+    sha256(body),
+  ].join('\n');
+  const scope = `${date}/${REGION}/ecs/aws4_request`;
+  const toSign = ['AWS4-HMAC-SHA256', amzDate, scope, sha256(canonical)].join('\n');
+  const hmac = (k: string | Buffer, v: string) => createHmac('sha256', k).update(v).digest();
+  const signingKey = ['ecs', 'aws4_request'].reduce(hmac, hmac(hmac(`AWS4${key.secret}`, date), REGION));
+  const signature = createHmac('sha256', signingKey).update(toSign).digest('hex');
+  headers.authorization = `AWS4-HMAC-SHA256 Credential=${key.id}/${scope}, SignedHeaders=${names.join(';')}, Signature=${signature}`;
+  return headers;
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Server-sent events as `{ event, data, id }`, in order. */
+function parseSse(text: string): { event: string; data: string; id?: string }[] {
+  return text
+    .split(/\r?\n\r?\n/)
+    .filter((block) => block.trim() !== '')
+    .map((block) => {
+      const out: { event: string; data: string; id?: string } = { event: 'message', data: '' };
+      const data: string[] = [];
+      for (const line of block.split(/\r?\n/)) {
+        const colon = line.indexOf(':');
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+        if (field === 'event') out.event = value;
+        else if (field === 'data') data.push(value);
+        else if (field === 'id') out.id = value;
+      }
+      out.data = data.join('\n');
+      return out;
+    });
+}
+
 /** Hono `:name` and `:scope{.+}` as OpenAPI `{name}`. */
 const toTemplate = (path: string) => path.replace(/:(\w+)(?:\{[^}]*\})?/g, '{$1}');
 
@@ -167,25 +382,38 @@ describe('openapi.yaml', () => {
       for (const [status, response] of Object.entries(op.responses as Record<string, Json>)) {
         const r = deref(response, `${base}/responses/${status}`);
         expect(r.value.description, `${op.operationId} ${status} has a description`).toBeTypeOf('string');
-        if (r.value.content)
-          expect(() => validatorAt(`${r.pointer}/content/application~1json/schema`)).not.toThrow();
+        for (const [media, content] of Object.entries((r.value.content ?? {}) as Record<string, Json>)) {
+          const at = `${r.pointer}/content/${escapePointer(media)}`;
+          expect(() => validatorAt(`${at}/schema`), `${op.operationId} ${status} ${media}`).not.toThrow();
+          for (const event of Object.keys(content['x-event-data'] ?? {}))
+            expect(() => validatorAt(`${at}/x-event-data/${escapePointer(event)}`)).not.toThrow();
+        }
       }
       for (const p of op.parameters ?? []) expect(deref(p, '').value.name).toBeTypeOf('string');
     }
   });
 
   it('matches the routes the app registers, both ways', () => {
-    const app = new Hono<AppEnv>();
-    app.route('/', healthRoutes(readiness));
-    app.route(adminApiBase, createAdminApi(makeDeps()));
-    const registered = new Set(
-      app.routes.filter((r) => r.method !== 'ALL').map((r) => `${r.method} ${toTemplate(r.path)}`),
-    );
-    const declared = new Set(operations.map((o) => `${o.method} ${o.template}`));
+    // The app as main.ts builds it with the runner on; /v2 (the OCI distribution spec) and /token
+    // (the registry token protocol) are documented by their own specifications.
+    const app = (world as RunnerWorld).app;
     const ours = (route: string) => {
       const path = route.slice(route.indexOf(' ') + 1);
-      return path.startsWith(`${adminApiBase}/`) || path === '/healthz' || path === '/readyz';
+      return (
+        path.startsWith(`${adminApiBase}/`) ||
+        path === '/healthz' ||
+        path === '/readyz' ||
+        path === ecsEndpointPath ||
+        path.startsWith('/v1/task-credentials/')
+      );
     };
+    const registered = new Set(
+      app.routes
+        .filter((r) => r.method !== 'ALL')
+        .map((r) => `${r.method} ${toTemplate(r.path)}`)
+        .filter(ours),
+    );
+    const declared = new Set(operations.map((o) => `${o.method} ${o.template}`));
     expect(
       [...registered].filter((r) => !declared.has(r)),
       'routes missing from openapi.yaml',
@@ -195,24 +423,65 @@ describe('openapi.yaml', () => {
       'operations in openapi.yaml the app does not serve',
     ).toEqual([]);
     expect(registered.size).toBeGreaterThan(50);
+    for (const runnerRoute of [
+      `GET ${adminApiBase}/secrets/{name}`,
+      `GET ${adminApiBase}/hooks/runs`,
+      `POST ${ecsEndpointPath}`,
+      'GET /v1/task-credentials/{task}',
+    ])
+      expect(registered.has(runnerRoute), runnerRoute).toBe(true);
+    // Without a runner the admin API has none of the runner's routes.
+    const bare = new Hono<AppEnv>();
+    bare.route(adminApiBase, createAdminApi(makeDeps()));
+    expect(bare.routes.some((r) => r.path.startsWith(`${adminApiBase}/secrets`))).toBe(false);
   });
 });
 
 // ---- a scripted session, every response validated ----------------------------------------------
 
-describe('a scripted admin session', () => {
+describe('a scripted admin and runner session', () => {
   const deps = makeDeps();
+  /** The admin API with test sign-in (headers), and the runner's routes outside /api/v1. */
   const app = new Hono<AppEnv>();
   app.use(requestContext({ log: silentLogger, trustProxy: false, scheme: 'https' }));
   app.route('/', healthRoutes(readiness));
-  app.route(adminApiBase, createAdminApi(deps));
+  let mounted = false;
+  function mountRunner(w: RunnerWorld) {
+    if (mounted) return;
+    mounted = true;
+    app.route(adminApiBase, createAdminApi(deps, w.runner));
+    app.route(
+      ecsEndpointPath,
+      ecsRoutes({ auth: w.auth, api: w.runner.ecs, region: REGION, accountId: ACCOUNT }),
+    );
+    app.route('/', taskCredentialsRoutes(w.runner));
+  }
   /** operationId -> statuses seen. */
   const seen = new Map<string, Set<string>>();
 
   function operationFor(method: string, path: string): Operation {
     const candidates = operations.filter((o) => o.method === method && o.pattern.test(path));
-    expect(candidates.length, `${method} ${path} matches one operation of openapi.yaml`).toBe(1);
-    return candidates[0] as Operation;
+    expect(candidates.length, `${method} ${path} matches an operation of openapi.yaml`).toBeGreaterThan(0);
+    // `/hooks/runs` also matches `/hooks/{id}`: the template with fewer parameters is the route.
+    const fewest = Math.min(...candidates.map((o) => parameterCount(o.template)));
+    const best = candidates.filter((o) => parameterCount(o.template) === fewest);
+    expect(best.length, `${method} ${path} matches one operation of openapi.yaml`).toBe(1);
+    return best[0] as Operation;
+  }
+
+  /** Responses whose Content-Type came twice (`a, a`): see the known-bug test below. */
+  const doubledContentTypes: string[] = [];
+
+  /** The declared media type a response's Content-Type names. */
+  function mediaTypeOf(res: Response, content: Record<string, Json>, what: string): string | undefined {
+    let header = res.headers.get('content-type') ?? '';
+    const parts = header.split(',').map((p) => p.trim());
+    if (parts.length > 1 && parts.every((p) => p === parts[0])) {
+      doubledContentTypes.push(`${what}: ${header}`);
+      header = parts[0] as string;
+    }
+    const type = header.split(';')[0]?.trim().toLowerCase();
+    return Object.keys(content).find((m) => m.toLowerCase() === type);
   }
 
   /** Sends a request and checks the response against the operation's declared status and schema. */
@@ -239,16 +508,33 @@ describe('a scripted admin session', () => {
     );
     // biome-ignore lint/suspicious/noExplicitAny: bodies are read loosely
     let json: any;
-    if (response.content?.['application/json']) {
-      expect(res.headers.get('content-type'), `${op.operationId} ${status} content type`).toMatch(
-        /^application\/json/,
-      );
-      json = JSON.parse(bodyText);
-      const validate = validatorAt(`${pointer}/content/application~1json/schema`);
-      if (!validate(json))
+    let events: ReturnType<typeof parseSse> | undefined;
+    if (response.content) {
+      const media = mediaTypeOf(res, response.content, `${op.operationId} ${status}`);
+      if (!media)
         expect.fail(
-          `${op.operationId} ${status} does not match its schema: ${ajv.errorsText(validate.errors)}\n${bodyText}`,
+          `${op.operationId} ${status} answered ${res.headers.get('content-type')}, not one of ${Object.keys(response.content).join(', ')}`,
         );
+      const at = `${pointer}/content/${escapePointer(media)}`;
+      const check = (value: unknown, schemaPointer: string, what: string) => {
+        const validate = validatorAt(schemaPointer);
+        if (!validate(value))
+          expect.fail(
+            `${op.operationId} ${status} ${what} does not match its schema: ${ajv.errorsText(validate.errors)}\n${bodyText}`,
+          );
+      };
+      if (media === 'text/event-stream') {
+        // Each event's data against the schema the document gives for its event type.
+        events = parseSse(bodyText);
+        const byType = response.content[media]['x-event-data'] as Record<string, Json>;
+        for (const e of events) {
+          expect(Object.keys(byType), `${op.operationId} declares event ${e.event}`).toContain(e.event);
+          check(JSON.parse(e.data), `${at}/x-event-data/${escapePointer(e.event)}`, `event ${e.event}`);
+        }
+      } else {
+        json = JSON.parse(bodyText);
+        check(json, `${at}/schema`, 'body');
+      }
     } else {
       expect(bodyText, `${op.operationId} ${status} has no body`).toBe('');
     }
@@ -258,8 +544,14 @@ describe('a scripted admin session', () => {
     const statuses = seen.get(op.operationId) ?? new Set<string>();
     statuses.add(status);
     seen.set(op.operationId, statuses);
-    return { res, status: res.status, json };
+    return { res, status: res.status, json, events };
   }
+
+  /** A signed ECS request through call(): `POST /ecs`, validated like every other answer. */
+  const ecs = (operation: string, input: object, key: { id: string; secret: string }) => {
+    const body = JSON.stringify(input);
+    return call('POST', ecsEndpointPath, { raw: body, user: null, headers: signEcs(operation, body, key) });
+  };
 
   const pullAll = {
     Version: '2012-10-17',
@@ -283,6 +575,9 @@ describe('a scripted admin session', () => {
   const v1 = adminApiBase;
 
   beforeAll(async () => {
+    const w = world as RunnerWorld;
+    mountRunner(w);
+
     // Health.
     await call('GET', '/healthz', { user: null });
     await call('GET', '/readyz', { user: null });
@@ -506,11 +801,177 @@ describe('a scripted admin session', () => {
     await call('GET', `${v1}/audit?decision=Deny`);
     expect((await call('GET', `${v1}/audit?since=soon`)).status).toBe(400);
     expect((await call('POST', `${v1}/audit/verify`)).json.ok).toBe(true);
+
+    // ---- the runner ----
+
+    // The ECS wire API: signed with a berth access key, and refused unsigned, in ECS's shapes.
+    const ecsKey = await w.auth.identities.createAccessKey({ type: 'user', name: 'admin' });
+    const unsigned = await call('POST', ecsEndpointPath, {
+      raw: '{}',
+      user: null,
+      headers: {
+        'content-type': 'application/x-amz-json-1.1',
+        'x-amz-target': 'AmazonEC2ContainerServiceV20141113.ListClusters',
+      },
+    });
+    expect(unsigned.status).toBe(400);
+    expect(unsigned.res.headers.get('x-amzn-errortype')).toBe(unsigned.json.__type);
+    expect((await ecs('ListClusters', {}, ecsKey)).json.clusterArns).toContain(
+      `arn:aws:ecs:${REGION}:${ACCOUNT}:cluster/default`,
+    );
+
+    // Secrets, with a slash in a name; the value never comes back.
+    const secret = await call('PUT', `${v1}/secrets/team/db`, {
+      body: { value: 's3cret-value', description: 'db' },
+    });
+    expect(secret.status).toBe(201);
+    expect(JSON.stringify(secret.json)).not.toContain('s3cret');
+    expect((await call('PUT', `${v1}/secrets/team%2Fdb`, { body: { value: 'rotated' } })).status).toBe(200);
+    expect((await call('PUT', `${v1}/secrets/plain`, { body: { value: 'v', extra: 1 } })).status).toBe(400);
+    expect((await call('PUT', `${v1}/secrets/bad%20name`, { body: { value: 'v' } })).status).toBe(404);
+    await call('PUT', `${v1}/secrets/plain`, { body: { value: 'v' } });
+    const secretPage = await call('GET', `${v1}/secrets?limit=1`);
+    expect(secretPage.json.next).toBe('plain');
+    expect(secretPage.res.headers.get('link')).toContain('rel="next"');
+    await call('GET', `${v1}/secrets?limit=1&after=plain`);
+    expect((await call('GET', `${v1}/secrets/team/db`)).json.name).toBe('team/db');
+    expect(
+      (await call('DELETE', `${v1}/secrets/plain`, { headers: { 'x-test-deny': 'ecs:ManageSecrets' } }))
+        .status,
+    ).toBe(403);
+    expect((await call('DELETE', `${v1}/secrets/plain`)).status).toBe(204);
+    expect((await call('GET', `${v1}/secrets/plain`)).status).toBe(404);
+
+    // Hook rules: created, read, listed, changed, refused with the field named, deleted.
+    const roll = await call('POST', `${v1}/hooks`, {
+      body: {
+        rule: {
+          name: 'roll web',
+          repository: 'team/**',
+          tag: 'semver:^1',
+          action: { type: 'rollService', service: 'web' },
+        },
+      },
+    });
+    expect(roll.status).toBe(201);
+    const invalidRule = await call('POST', `${v1}/hooks`, {
+      body: { rule: { name: 'x', repository: 'app', tag: 'latest', action: { type: 'runTask', count: 1 } } },
+    });
+    expect(invalidRule.json.error.details[0].path).toBe('rule.action.taskDefinition');
+    await call('GET', `${v1}/hooks/${roll.json.id}`);
+    await call('PUT', `${v1}/hooks/${roll.json.id}`, { body: { rule: { enabled: false } } });
+    expect((await call('PUT', `${v1}/hooks/${roll.json.id}`, { body: { rule: { tag: '' } } })).status).toBe(
+      400,
+    );
+    const batch = await call('POST', `${v1}/hooks`, {
+      body: {
+        rule: {
+          name: 'batch on push',
+          repository: 'app',
+          tag: 'latest',
+          action: {
+            type: 'runTask',
+            taskDefinition: 'no-such-family',
+            overrides: { containerOverrides: [{ name: 'main', command: ['run'] }] },
+          },
+        },
+      },
+    });
+    const rulePage = await call('GET', `${v1}/hooks?limit=1`);
+    expect(rulePage.json.items[0].id).toBe(roll.json.id);
+    const restOfRules = await call(
+      'GET',
+      `${v1}/hooks?limit=1&after=${encodeURIComponent(rulePage.json.next)}`,
+    );
+    expect(restOfRules.json.items[0].id).toBe(batch.json.id);
+    expect((await call('DELETE', `${v1}/hooks/${roll.json.id}`)).status).toBe(204);
+    expect((await call('GET', `${v1}/hooks/${roll.json.id}`)).status).toBe(404);
+
+    // A push the batch rule matches fails (no such task definition): a run that says why.
+    expect((await call('GET', `${v1}/hooks/runs`)).json.items).toEqual([]);
+    const digest = await pushImage(w.app, 'app', 'latest');
+    const failed = await until('the hook run to fail', async () => {
+      const r = await call('GET', `${v1}/hooks/runs?rule=${batch.json.id}&limit=10`);
+      return r.json.items[0]?.status === 'failed' ? r.json.items[0] : undefined;
+    });
+    expect(failed).toMatchObject({
+      imageRef: `app@${digest}`,
+      reason: expect.stringContaining('no-such-family'),
+    });
+    expect((await call('GET', `${v1}/hooks/runs?after=not-a-run`)).status).toBe(400);
+
+    // Webhooks, without their secrets, and their deliveries (one, for the push).
+    const hooks = await call('GET', `${v1}/webhooks`);
+    expect(JSON.stringify(hooks.json)).not.toContain('webhook-secret');
+    const deliveries = await until('the push to be queued for the webhook', async () => {
+      const r = await call('GET', `${v1}/webhooks/deliveries?webhook=ci&limit=5`);
+      return r.json.items.length > 0 ? r.json.items : undefined;
+    });
+    expect(deliveries[0].event.data).toMatchObject({ type: 'manifest.pushed', repository: 'app' });
+    expect((await call('GET', `${v1}/webhooks/deliveries?after=x`)).status).toBe(400);
+
+    // A service with no tasks has a deployment; an unknown one is a 404.
+    const containerDefinitions = (image: string) => [{ name: 'main', image, memory: 64, essential: true }];
+    await ecs(
+      'RegisterTaskDefinition',
+      { family: 'web', containerDefinitions: containerDefinitions('app:latest') },
+      ecsKey,
+    );
+    await ecs('CreateService', { serviceName: 'web', taskDefinition: 'web', desiredCount: 0 }, ecsKey);
+    const deployments = await call('GET', `${v1}/runner/clusters/default/services/web/deployments`);
+    expect(deployments.json.items[0]).toMatchObject({ status: 'PRIMARY', desiredCount: 0 });
+    expect((await call('GET', `${v1}/runner/clusters/default/services/nope/deployments`)).status).toBe(404);
+
+    // A task whose image cannot be unpacked stops before any container starts: its (empty) log
+    // reads as JSON and follows as a stream that ends at once. No network, so nothing is set up
+    // on the host even if this session is cut short.
+    await ecs(
+      'RegisterTaskDefinition',
+      { family: 'broken', networkMode: 'none', containerDefinitions: containerDefinitions('app:latest') },
+      ecsKey,
+    );
+    const ran = await ecs('RunTask', { taskDefinition: 'broken' }, ecsKey);
+    const taskArn = ran.json.tasks?.[0]?.taskArn as string;
+    expect(taskArn, JSON.stringify(ran.json)).toBeTypeOf('string');
+    const taskId = taskArn.slice(taskArn.lastIndexOf('/') + 1);
+    await until('the task to stop', async () => {
+      const d = await ecs('DescribeTasks', { tasks: [taskArn] }, ecsKey);
+      return d.json.tasks[0].lastStatus === 'STOPPED' ? true : undefined;
+    });
+    const logsPath = `${v1}/runner/clusters/default/tasks/${taskId}/logs`;
+    const logs = await call('GET', `${logsPath}?tail=10&since=2020-01-01T00:00:00Z`);
+    expect(logs.json).toEqual({ container: 'main', entries: [] });
+    const followed = await call('GET', `${logsPath}?follow=true`);
+    expect(followed.events?.map((e) => e.event)).toEqual(['end']);
+    const accepted = await call('GET', logsPath, { headers: { accept: 'text/event-stream' } });
+    expect(accepted.res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    expect((await call('GET', `${logsPath}?container=other`)).status).toBe(404);
+    expect((await call('GET', `${logsPath}?tail=many`)).status).toBe(400);
+    expect((await call('GET', `${v1}/runner/clusters/default/tasks/${'0'.repeat(32)}/logs`)).status).toBe(
+      404,
+    );
+
+    // Task role credentials: the task's own token or nothing.
+    const credentials = `/v1/task-credentials/${taskId}`;
+    expect((await call('GET', credentials, { user: null })).status).toBe(401);
+    expect((await call('GET', credentials, { user: null, headers: { authorization: 'guess' } })).status).toBe(
+      403,
+    );
+    expect(
+      (await call('GET', '/v1/task-credentials/nope', { user: null, headers: { authorization: 'x' } }))
+        .status,
+    ).toBe(404);
   });
 
-  it('exercised every admin operation', () => {
+  it('exercised every operation', () => {
     const missing = operations.filter((o) => !seen.has(o.op.operationId)).map((o) => o.op.operationId);
     expect(missing).toEqual([]);
+  });
+
+  // src/http/runner.ts once built its answers with both 'Content-Type' and ecsError()'s
+  // 'content-type', so ECS errors carried the type twice.
+  it('sends one Content-Type with each ECS error', () => {
+    expect(doubledContentTypes).toEqual([]);
   });
 
   it('exercised each error status the API answers with', () => {
