@@ -885,6 +885,14 @@ export function createNetworks(opts: NetworkOptions): Networks {
       checkHostname(hostname);
       if (!['host', 'none', 'bridge'].includes(mode))
         throw new Error(`networkMode '${mode}' is not supported`);
+      if (mode === 'none') {
+        // Nothing to set up on the host: the runtime gives each container a fresh network
+        // namespace with loopback only (as docker's none does), so no namespace, no record and no
+        // files, and a task starts without the ip(8) round trips (bench/RUNNER-RESULTS.md).
+        if (ports.length > 0)
+          return Promise.reject(new Error("port mappings are not possible in networkMode 'none'"));
+        return Promise.resolve({ mode, bindings: [] });
+      }
       return serial(taskId, async () => {
         // A task that already has a network keeps it: the failure below must not undo it.
         if (existsSync(statePath(taskId)) || (mode !== 'host' && existsSync(netnsPathOf(taskId)))) {

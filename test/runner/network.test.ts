@@ -265,14 +265,13 @@ describe.skipIf(!isRoot)('task networks on this host (root)', () => {
   it('sweeps what a crashed process left, including a task whose namespace is already gone', async () => {
     const before = networks();
     const live = id('live');
-    const [leakA, leakB, leakNone, leakHost] = [id('leak-a'), id('leak-b'), id('leak-none'), id('leak-host')];
+    const [leakA, leakB, leakHost] = [id('leak-a'), id('leak-b'), id('leak-host')];
     const p = (containerPort: number, hostPort = 0) => [
       { containerPort, hostPort, protocol: 'tcp' as const },
     ];
     const liveNet = await setup(before, live, 'bridge', p(8080), 'live');
     const a = await setup(before, leakA, 'bridge', p(80), 'a');
     await setup(before, leakB, 'bridge', p(80), 'b');
-    await setup(before, leakNone, 'none', [], 'n');
     const hostPort = await someFreePort();
     await setup(before, leakHost, 'host', p(hostPort), 'h');
     // The crash: no teardown; and someone removed one namespace by hand, so DEL cannot find the
@@ -282,8 +281,8 @@ describe.skipIf(!isRoot)('task networks on this host (root)', () => {
 
     const after = networks();
     const swept = await after.sweep(new Set([live]));
-    expect(swept.sort()).toEqual([leakA, leakB, leakNone, leakHost].sort());
-    for (const t of [leakA, leakB, leakNone, leakHost]) await expectGone(t);
+    expect(swept.sort()).toEqual([leakA, leakB, leakHost].sort());
+    for (const t of [leakA, leakB, leakHost]) await expectGone(t);
     expect(await after.sweep(new Set([live]))).toEqual([]);
 
     // The live task is untouched and still reachable; the swept ports are free again.
@@ -296,23 +295,15 @@ describe.skipIf(!isRoot)('task networks on this host (root)', () => {
     await expectGone(again);
   });
 
-  it('gives a none task a namespace with loopback only', async () => {
+  it('sets up nothing on the host for a none task (the runtime gives it loopback only)', async () => {
     const n = networks();
     const solo = id('solo');
     const net = await setup(n, solo, 'none', [], 'solo');
-    expect(net).toMatchObject({ mode: 'none', bindings: [], netnsPath: `/run/netns/berth-${solo}` });
-    expect(net.ip).toBeUndefined();
-    const links = JSON.parse((await run(tool('ip'), ['-n', `berth-${solo}`, '-j', 'link'])).stdout) as {
-      ifname: string;
-      flags: string[];
-    }[];
-    expect(links.map((l) => l.ifname)).toEqual(['lo']);
-    expect(links[0]!.flags).toContain('UP');
-    expect(await readFile(net.hostsPath!, 'utf8')).toContain('127.0.1.1\tsolo');
+    expect(net).toEqual({ mode: 'none', bindings: [] });
+    await expectGone(solo);
     await expect(
       setup(n, id('solo-ports'), 'none', [{ containerPort: 80, hostPort: 0, protocol: 'tcp' }], 'x'),
     ).rejects.toThrow(/none/);
-    await expectGone(id('solo-ports'));
     await n.teardown(solo);
     await expectGone(solo);
   });
