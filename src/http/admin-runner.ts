@@ -112,9 +112,11 @@ export function runnerRoutes(app: Hono<AppEnv>, kit: Kit, runner: Runner): void 
         c.req.query('follow') === 'true' || /\btext\/event-stream\b/i.test(c.req.header('accept') ?? '');
       const opts = { tail: tailParam(c), since: sinceParam(c) };
       const taskId = pathName(c, 'task', 'task');
-      const { container: name, entries } = await runnerCall(() =>
-        runner.logs.read(cluster(c), taskId, container, opts),
-      );
+      const {
+        container: name,
+        entries,
+        cursor,
+      } = await runnerCall(() => runner.logs.read(cluster(c), taskId, container, opts));
       if (!follow) return json(c, { container: name, entries });
       return streamSSE(c, async (stream) => {
         let id = 0;
@@ -129,6 +131,7 @@ export function runnerRoutes(app: Hono<AppEnv>, kit: Kit, runner: Runner): void 
             cluster(c),
             taskId,
             name,
+            cursor,
             (e) => {
               chain = chain.then(() => send(e));
             },

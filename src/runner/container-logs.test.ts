@@ -3,9 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
+  afterCursor,
   filterEntries,
   followLogFile,
   type LogEntry,
+  logCursor,
   normalizeTime,
   parseK8sLine,
   parseK8sLog,
@@ -189,5 +191,36 @@ describe('files', () => {
     await appendFile(log, rec(2));
     await new Promise((r) => setTimeout(r, 150));
     expect(seen).toEqual(['line-1']);
+  });
+});
+
+describe('logCursor / afterCursor', () => {
+  const e = (time: string, line: string): LogEntry => ({ time, stream: 'stdout', line });
+  const history = [
+    e('2026-01-01T00:00:01.000000000Z', 'a'),
+    e('2026-01-01T00:00:02.000000000Z', 'b'),
+    e('2026-01-01T00:00:02.000000000Z', 'c'),
+  ];
+
+  it('skips exactly what the read already sent, timestamp ties included', () => {
+    const cursor = logCursor(history);
+    expect(cursor).toEqual({ time: '2026-01-01T00:00:02.000000000Z', sameTime: 2 });
+    const got: string[] = [];
+    const feed = afterCursor(cursor, (x) => got.push(x.line));
+    // A follow from the top of the file sees the history again, then what came after it.
+    for (const x of [
+      ...history,
+      e('2026-01-01T00:00:02.000000000Z', 'd'),
+      e('2026-01-01T00:00:03.000000000Z', 'e'),
+    ])
+      feed(x);
+    expect(got).toEqual(['d', 'e']);
+  });
+
+  it('passes everything after an empty log', () => {
+    const got: string[] = [];
+    const feed = afterCursor(logCursor([]), (x) => got.push(x.line));
+    for (const x of history) feed(x);
+    expect(got).toEqual(['a', 'b', 'c']);
   });
 });

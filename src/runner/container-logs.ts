@@ -159,6 +159,41 @@ export async function readLogFile(path: string, opts: ReadLogsOptions = {}): Pro
   return filterEntries([...parseK8sLog(older), ...parseK8sLog(current)], opts);
 }
 
+/**
+ * Where a log read ended: the time of the log's last entry and how many entries at its end carry
+ * that time (conmon stamps all the lines of one read with one time). A follow starts from the
+ * top of the log file and drops entries up to here, so none is lost between the read and the
+ * follow, and none is sent twice. `time` is undefined when the log was empty.
+ */
+export interface LogCursor {
+  readonly time: string | undefined;
+  readonly sameTime: number;
+}
+
+export function logCursor(all: readonly LogEntry[]): LogCursor {
+  const time = all.at(-1)?.time;
+  let sameTime = 0;
+  for (let i = all.length - 1; i >= 0 && all[i]!.time === time; i--) sameTime++;
+  return { time, sameTime };
+}
+
+/** Passes on the entries after `cursor` (entries arrive in log order). */
+export function afterCursor(cursor: LogCursor, onEntry: (e: LogEntry) => void): (e: LogEntry) => void {
+  let past = cursor.time === undefined;
+  let sameLeft = cursor.sameTime;
+  return (e) => {
+    if (!past) {
+      if (e.time < cursor.time!) return;
+      if (e.time === cursor.time && sameLeft > 0) {
+        sameLeft--;
+        return;
+      }
+      past = true;
+    }
+    onEntry(e);
+  };
+}
+
 async function statOrNull(path: string): Promise<Stats | null> {
   try {
     return await stat(path);
@@ -189,10 +224,16 @@ export interface FollowOptions {
   onError?: (err: unknown) => void;
   /** Poll period in ms as a fallback to file-system events (default 500). */
   pollMs?: number;
+  /**
+   * Start at the top of the current file instead of its end. A caller that read the log first
+   * uses it (and drops what it already has), so a line written between its read and this
+   * follow's first open is not lost.
+   */
+  fromStart?: boolean;
 }
 
-/** Calls onEntry for every entry written from now on (following rotation), until the returned
- * function is called or the log has ended. */
+/** Calls onEntry for every entry written from now on (or, with fromStart, in the current file and
+ * after), following rotation, until the returned function is called or the log has ended. */
 export function followLogFile(path: string, onEntry: (e: LogEntry) => void, opts: FollowOptions): () => void {
   let stopped = false;
   let fh: FileHandle | null = null;
@@ -295,10 +336,10 @@ export function followLogFile(path: string, onEntry: (e: LogEntry) => void, opts
     void (busy ?? Promise.resolve()).then(() => h?.close()).catch(() => {});
   }
 
-  // Start at the current end: following shows what is written from now on.
+  // Start at the current end (following shows what is written from now on), or at the top.
   busy = (async () => {
     const st = await statOrNull(path);
-    if (st) await switchTo(st, false);
+    if (st) await switchTo(st, opts.fromStart === true);
   })()
     .catch((err) => opts.onError?.(err))
     .finally(() => {

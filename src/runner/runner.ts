@@ -8,6 +8,7 @@ import type { RegistryEvent } from '../events.ts';
 import type { Logger } from '../log.ts';
 import type { StorageDriver } from '../storage/index.ts';
 import { type Catalog, createCatalog } from './catalog.ts';
+import { afterCursor, filterEntries, type LogCursor, logCursor } from './container-logs.ts';
 import {
   type ContainerCredentials,
   credentialsEnv,
@@ -91,11 +92,13 @@ export interface Runner {
       taskId: string,
       container: string | undefined,
       opts: { tail?: number | undefined; since?: string | undefined },
-    ): Promise<{ container: string; entries: LogEntry[] }>;
+    ): Promise<{ container: string; entries: LogEntry[]; cursor: LogCursor }>;
+    /** Entries after `cursor` (from a read), live, until the container's log ends. */
     follow(
       cluster: string,
       taskId: string,
       container: string,
+      cursor: LogCursor,
       onEntry: (e: LogEntry) => void,
       onEnd: () => void,
     ): () => void;
@@ -161,6 +164,25 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
   const tokens = new Map<string, string>();
 
   const records = createRecords<StoredTask>(storage, '/runner/tasks');
+
+  /**
+   * Where a task with a role fetches its credentials. The URL is known only once the server
+   * listens, which is after start(): a service replacing a task during start() (one that died
+   * while berth was down) would otherwise launch its replacement without the role's variables,
+   * silently. So a launch waits for the URL, and fails with a reason if berth never listens.
+   */
+  async function credentialsBaseUrl(): Promise<string> {
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const base = opts.baseUrl();
+      if (base) return base;
+      if (Date.now() > deadline)
+        throw new Error(
+          'ResourceInitializationError: the task role credentials endpoint has no URL (berth is not listening)',
+        );
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
   const unavailable = (): never => {
     throw new EcsError(
       'ServerException',
@@ -207,8 +229,8 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
         }
       }
       const roleArn = task.overrides.taskRoleArn ?? def.taskRoleArn;
-      const base = opts.baseUrl();
-      if (roleArn && base && opts.mintCredentials) {
+      if (roleArn && opts.mintCredentials) {
+        const base = await credentialsBaseUrl();
         const id = task.taskArn.slice(task.taskArn.lastIndexOf('/') + 1);
         let token = tokens.get(id);
         if (!token) {
@@ -389,13 +411,15 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
     logs: {
       async read(cluster, taskId, container, o) {
         const c = containerOf(await findTask(cluster, taskId), container);
-        const entries = await exec.readLogs(c.runtimeId, {
+        // The whole log, filtered here: the cursor is the log's end whatever tail/since keep.
+        const all = await exec.readLogs(c.runtimeId);
+        const entries = filterEntries(all, {
           ...(o.tail !== undefined && { tail: o.tail }),
           ...(o.since !== undefined && { since: o.since }),
         });
-        return { container: c.name, entries };
+        return { container: c.name, entries, cursor: logCursor(all) };
       },
-      follow(cluster, taskId, container, onEntry, onEnd) {
+      follow(cluster, taskId, container, cursor, onEntry, onEnd) {
         const arn = `arn:aws:ecs:${region}:${accountId}:task/${cluster}/${taskId}`;
         const stored = tasks.stored(arn);
         const c = stored?.task.containers.find((x) => x.name === container);
@@ -403,7 +427,8 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
           queueMicrotask(onEnd);
           return () => {};
         }
-        const stop = exec.followLogs(c.runtimeId, onEntry);
+        // From the top of the log file, not its end: lines written since the read are not lost.
+        const stop = exec.followLogs(c.runtimeId, afterCursor(cursor, onEntry), { fromStart: true });
         let ended = false;
         const end = () => {
           if (ended) return;

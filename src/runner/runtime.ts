@@ -114,8 +114,9 @@ export interface Executor {
    * and deletes its bundle, upper and work dirs, and the task cgroup once empty. Keeps logs. */
   remove(id: string): Promise<void>;
   readLogs(id: string, opts?: ReadLogsOptions): Promise<LogEntry[]>;
-  /** Tails new entries (across rotation) until unsubscribed or the container's log has ended. */
-  followLogs(id: string, onEntry: (e: LogEntry) => void): () => void;
+  /** Tails new entries (across rotation) until unsubscribed or the container's log has ended;
+   * with fromStart, from the top of the current log file (container-logs.ts followLogFile). */
+  followLogs(id: string, onEntry: (e: LogEntry) => void, opts?: { fromStart?: boolean }): () => void;
   /** Stops this instance's timers and watchers; containers keep running. */
   close(): void;
 }
@@ -1125,9 +1126,10 @@ export async function createExecutor(opts: ExecutorOptions): Promise<Executor> {
       return readLogFile(paths(id).log, readOpts);
     },
 
-    followLogs(id, onEntry) {
+    followLogs(id, onEntry, followOpts) {
       checkContainerId(id);
       return followLogFile(paths(id).log, onEntry, {
+        ...(followOpts?.fromStart && { fromStart: true }),
         // Ended: the exit is recorded (conmon drained the pipes first) or the container is gone.
         ended: async () =>
           (await exitStatus(id).catch(() => undefined)) !== undefined || !(await exists(paths(id).bundle)),

@@ -4,17 +4,14 @@
 // CLI. A push rolls a service through a hook, health-gated; a broken push trips the circuit
 // breaker, which rolls back to the healthy digest; a push runs a batch task to completion; a
 // SIGKILLed berth adopts its running task after the restart.
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
-import { Agent } from 'node:https';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   CreateServiceCommand,
   DescribeServicesCommand,
   DescribeTasksCommand,
-  ECSClient,
+  type ECSClient,
   ListTasksCommand,
   RegisterTaskDefinitionCommand,
   type Task,
@@ -23,19 +20,22 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningBerth, startBerth } from '../support/berth.ts';
 import { type ContainerTools, containerTools } from '../support/containers.ts';
 import { httpsClient } from '../support/https.ts';
-import { run, tool } from '../support/tools.ts';
+import {
+  adminAccessKey,
+  berthLogTail,
+  ecsClient,
+  httpGet,
+  pushImage as pushTo,
+  runnerPrerequisitesMissing,
+  suiteNetwork,
+  until as untilWith,
+} from '../support/runner-kit.ts';
+import { run } from '../support/tools.ts';
 
-const why = (() => {
-  if (process.getuid?.() !== 0) return 'not running as root (runc, overlayfs and CNI need it)';
-  for (const bin of ['/usr/sbin/runc', '/usr/bin/conmon', '/usr/lib/cni/bridge', '/usr/bin/buildah'])
-    if (!existsSync(bin)) return `${bin} is missing (run scripts/setup-system.sh)`;
-  return undefined;
-})();
+const why = runnerPrerequisitesMissing();
 if (why) console.warn(`runner e2e SKIPPED: ${why}`);
 
-const n = process.pid % 200;
-const bridge = `bre${process.pid % 100000}`;
-const subnet = `10.97.${n}.0/24`;
+const { bridge, subnet } = suiteNetwork('bre', 97);
 
 let berth: RunningBerth;
 let tools: ContainerTools;
@@ -56,68 +56,12 @@ const berthArgs = {
 /** What the last probe saw, for the timeout message. */
 let seen = '';
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline)
-      throw new Error(
-        `timed out waiting for ${what}${last ? `: ${String(last)}` : ''}; last seen: ${seen}\n${berth
-          ?.logs()
-          .filter((l) => !l.includes('"msg":"request"'))
-          .slice(-30)
-          .join('\n')}`,
-      );
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
-
-function httpGet(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path: '/', timeout: 3000 }, (res) => {
-      let body = '';
-      res.on('data', (d) => {
-        body += d;
-      });
-      res.on('end', () => resolve(body));
-    });
-    req.on('error', reject);
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.end();
-  });
-}
+const until = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000) =>
+  untilWith(what, probe, { timeoutMs, context: () => `last seen: ${seen}\n${berthLogTail(berth)}` });
 
 /** Builds an image from busybox and pushes it as REPO:TAG; answers its manifest digest. */
-async function pushImage(repo: string, tag: string, cmd: string[], files: Record<string, string> = {}) {
-  const ctr = (await tools.buildah('from', '--arch', 'amd64', 'scratch')).stdout.trim();
-  await tools.buildah('copy', ctr, tool('busybox'), '/bin/busybox');
-  const dir = mkdtempSync(join(tmpdir(), 'berth-img-'));
-  for (const [p, text] of Object.entries(files)) {
-    writeFileSync(join(dir, p.replaceAll('/', '_')), text);
-    await tools.buildah('copy', ctr, join(dir, p.replaceAll('/', '_')), p);
-  }
-  rmSync(dir, { recursive: true, force: true });
-  await tools.buildah('config', '--os', 'linux', '--arch', 'amd64', '--cmd', JSON.stringify(cmd), ctr);
-  const local = `localhost/${repo}:${tag}`;
-  await tools.buildah('commit', '-q', '--rm', ctr, local);
-  const digestFile = join(tools.certDir, `${repo.replaceAll('/', '_')}-${tag}.digest`);
-  await tools.buildah(
-    'push',
-    '--cert-dir',
-    tools.certDir,
-    '--digestfile',
-    digestFile,
-    local,
-    `docker://${berth.hostPort}/${repo}:${tag}`,
-  );
-  return execFileSync('cat', [digestFile]).toString().trim();
-}
+const pushImage = (repo: string, tag: string, cmd: string[], files: Record<string, string> = {}) =>
+  pushTo(tools, berth.hostPort, repo, tag, cmd, files);
 
 const webCmd = ['/bin/busybox', 'httpd', '-f', '-p', '8080', '-h', '/www'];
 
@@ -159,15 +103,8 @@ describe.skipIf(why)('the task runner with real containers', () => {
     tools = containerTools(berth.caPath);
     await tools.login(berth.hostPort, 'admin', berth.admin.password);
     api = httpsClient(berth.url, berth.caPath, berth.adminBasic);
-    const made = await api('/api/v1/users/admin/access-keys', { method: 'POST' });
-    expect(made.status).toBe(201);
-    key = JSON.parse(made.body.toString()) as { id: string; secret: string };
-    ecs = new ECSClient({
-      endpoint: `${berth.url}/ecs`,
-      region: 'us-east-1',
-      credentials: { accessKeyId: key.id, secretAccessKey: key.secret },
-      requestHandler: { httpsAgent: new Agent({ ca: execFileSync('cat', [berth.caPath]) }) },
-    });
+    key = await adminAccessKey(api);
+    ecs = ecsClient(berth, key);
   }, 120_000);
 
   afterAll(async () => {
@@ -396,12 +333,7 @@ describe.skipIf(why)('the task runner with real containers', () => {
     // The container does not depend on berth: it still answers while berth is down.
     expect(await httpGet(port)).toBe('web v1.0.1\n');
     berth = await startBerth(berthArgs);
-    ecs = new ECSClient({
-      endpoint: `${berth.url}/ecs`,
-      region: 'us-east-1',
-      credentials: { accessKeyId: key.id, secretAccessKey: key.secret },
-      requestHandler: { httpsAgent: new Agent({ ca: execFileSync('cat', [berth.caPath]) }) },
-    });
+    ecs = ecsClient(berth, key);
     api = httpsClient(berth.url, berth.caPath, berth.adminBasic);
     const after = await until('the service to settle', async () => {
       const svc = await serviceState();
