@@ -1,27 +1,53 @@
 import { describe, expect, it } from 'vitest';
-import { createRoleSessions, isSessionKeyId } from './role-sessions.ts';
+import { createRoleSessions, isSessionKeyId, type StoredRoleSession } from './role-sessions.ts';
+
+function memoryStore() {
+  const m = new Map<string, StoredRoleSession>();
+  return {
+    m,
+    load: async (id: string) => m.get(id),
+    save: async (s: StoredRoleSession) => void m.set(s.accessKeyId, s),
+    remove: async (id: string) => void m.delete(id),
+    list: async () => [...m.values()],
+  };
+}
 
 describe('role sessions', () => {
-  it('issues temporary keys that verify with the secret, sign with the session token, and expire', () => {
+  it('issues temporary keys that verify with the secret, sign with the session token, and expire', async () => {
     let t = 1_000_000_000_000;
     const sessions = createRoleSessions(() => t);
-    const s = sessions.issue('deployer', 'ecs-task:abc', 900);
+    const s = await sessions.issue('deployer', 'ecs-task:abc', 900);
     expect(isSessionKeyId(s.accessKeyId)).toBe(true);
     expect(isSessionKeyId('BKAAAAAAAAAAAAAAAAAA')).toBe(false);
-    expect(sessions.verify(s.accessKeyId, s.secretAccessKey)?.role).toBe('deployer');
-    expect(sessions.verify(s.accessKeyId, `${s.secretAccessKey}x`)).toBeUndefined();
-    expect(sessions.signing(s.accessKeyId, s.sessionToken)?.secret).toBe(s.secretAccessKey);
-    expect(sessions.signing(s.accessKeyId, undefined)).toBeUndefined();
-    expect(sessions.signing(s.accessKeyId, 'other')).toBeUndefined();
+    expect((await sessions.verify(s.accessKeyId, s.secretAccessKey))?.role).toBe('deployer');
+    expect(await sessions.verify(s.accessKeyId, `${s.secretAccessKey}x`)).toBeUndefined();
+    expect((await sessions.signing(s.accessKeyId, s.sessionToken))?.secret).toBe(s.secretAccessKey);
+    expect(await sessions.signing(s.accessKeyId, undefined)).toBeUndefined();
+    expect(await sessions.signing(s.accessKeyId, 'other')).toBeUndefined();
     t += 901_000;
-    expect(sessions.verify(s.accessKeyId, s.secretAccessKey)).toBeUndefined();
+    expect(await sessions.verify(s.accessKeyId, s.secretAccessKey)).toBeUndefined();
   });
 
-  it('gives every session its own key', () => {
+  it('gives every session its own key', async () => {
     const sessions = createRoleSessions();
-    const a = sessions.issue('r', 'a', 60);
-    const b = sessions.issue('r', 'b', 60);
+    const a = await sessions.issue('r', 'a', 60);
+    const b = await sessions.issue('r', 'b', 60);
     expect(a.accessKeyId).not.toBe(b.accessKeyId);
-    expect(sessions.verify(a.accessKeyId, b.secretAccessKey)).toBeUndefined();
+    expect(await sessions.verify(a.accessKeyId, b.secretAccessKey)).toBeUndefined();
+  });
+
+  it('survives a restart through its store, and sweeps expired sessions out of it', async () => {
+    let t = 2_000_000_000_000;
+    const store = memoryStore();
+    const before = createRoleSessions(() => t, store);
+    const s = await before.issue('web-task', 'ecs-task:1', 600);
+    const short = await before.issue('web-task', 'ecs-task:2', 60);
+    const after = createRoleSessions(() => t, store);
+    expect((await after.verify(s.accessKeyId, s.secretAccessKey))?.sessionName).toBe('ecs-task:1');
+    expect((await after.signing(s.accessKeyId, s.sessionToken))?.role).toBe('web-task');
+    t += 120_000;
+    expect(await after.sweep()).toBe(1);
+    expect(store.m.has(short.accessKeyId)).toBe(false);
+    expect(store.m.has(s.accessKeyId)).toBe(true);
   });
 });

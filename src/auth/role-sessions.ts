@@ -1,7 +1,9 @@
 // Temporary credentials for a role, as AWS's STS hands a task its task role: an access key id
 // (BT + 18 base32 characters, unlike a long-term key's BK), a secret and a session token, valid
-// until they expire. They live in memory only: a restarted berth forgets them, and a task's SDK
-// simply fetches fresh ones from the credentials endpoint (it refreshes well before expiry anyway).
+// until they expire. Each session is kept in memory and, when a store is given, written through
+// to it (under /auth/role-sessions, encrypted at rest like everything auth stores), so a task
+// adopted after a berth restart keeps using the credentials its SDK already holds: SDKs refresh
+// only shortly before Expiration. Expired sessions are dropped on sight and by sweep().
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
@@ -21,10 +23,17 @@ export interface IssuedRoleSession extends RoleSession {
   readonly sessionToken: string;
 }
 
-interface Stored extends RoleSession {
+/** What is stored per session: the secret is needed in clear to check SigV4 signatures. */
+export interface StoredRoleSession extends RoleSession {
   readonly secret: string;
-  readonly secretHash: Buffer;
   readonly sessionToken: string;
+}
+
+export interface RoleSessionStore {
+  load(id: string): Promise<StoredRoleSession | undefined>;
+  save(s: StoredRoleSession): Promise<void>;
+  remove(id: string): Promise<void>;
+  list(): Promise<StoredRoleSession[]>;
 }
 
 export function isSessionKeyId(id: unknown): id is string {
@@ -32,58 +41,78 @@ export function isSessionKeyId(id: unknown): id is string {
 }
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest();
+const same = (a: string, b: string) => timingSafeEqual(sha256(a), sha256(b));
 
-export function createRoleSessions(now: () => number = Date.now, maxSessions = 100_000) {
-  const sessions = new Map<string, Stored>();
+export function createRoleSessions(
+  now: () => number = Date.now,
+  store?: RoleSessionStore,
+  maxCached = 100_000,
+) {
+  const cache = new Map<string, StoredRoleSession>();
+  const expired = (s: RoleSession) => s.expiresAt <= now() / 1000;
 
   function prune(): void {
-    const t = now() / 1000;
-    for (const [id, s] of sessions) if (s.expiresAt <= t) sessions.delete(id);
+    for (const [id, s] of cache) if (expired(s)) cache.delete(id);
   }
 
-  function live(id: string): Stored | undefined {
-    const s = sessions.get(id);
+  async function live(id: string): Promise<StoredRoleSession | undefined> {
+    let s = cache.get(id);
+    if (!s && store) {
+      s = await store.load(id);
+      if (s && s.accessKeyId === id) {
+        if (cache.size >= maxCached) prune();
+        cache.set(id, s);
+      } else s = undefined;
+    }
     if (!s) return undefined;
-    if (s.expiresAt <= now() / 1000) {
-      sessions.delete(id);
+    if (expired(s)) {
+      cache.delete(id);
+      await store?.remove(id).catch(() => {});
       return undefined;
     }
     return s;
   }
 
   return {
-    issue(role: string, sessionName: string, seconds: number): IssuedRoleSession {
-      if (sessions.size >= maxSessions) prune();
-      const bytes = randomBytes(18);
+    async issue(role: string, sessionName: string, seconds: number): Promise<IssuedRoleSession> {
+      if (cache.size >= maxCached) prune();
       let id = 'BT';
-      for (const b of bytes) id += alphabet[b & 31];
-      const secret = randomBytes(30).toString('base64url');
-      const sessionToken = randomBytes(48).toString('base64url');
-      const expiresAt = Math.floor(now() / 1000) + seconds;
-      sessions.set(id, {
+      for (const b of randomBytes(18)) id += alphabet[b & 31];
+      const s: StoredRoleSession = {
         accessKeyId: id,
         role,
         sessionName,
-        expiresAt,
-        secret,
-        secretHash: sha256(secret),
-        sessionToken,
-      });
-      return { accessKeyId: id, role, sessionName, expiresAt, secretAccessKey: secret, sessionToken };
+        expiresAt: Math.floor(now() / 1000) + seconds,
+        secret: randomBytes(30).toString('base64url'),
+        sessionToken: randomBytes(48).toString('base64url'),
+      };
+      // Stored before it is handed out: credentials a task holds must outlive a restart.
+      await store?.save(s);
+      cache.set(id, s);
+      return { ...s, secretAccessKey: s.secret };
     },
     /** The session, when the secret is its own and it has not expired (Basic sign-in). */
-    verify(id: string, secret: string): RoleSession | undefined {
-      const s = live(id);
-      if (!s || !timingSafeEqual(sha256(secret), s.secretHash)) return undefined;
-      return s;
+    async verify(id: string, secret: string): Promise<RoleSession | undefined> {
+      const s = await live(id);
+      return s && same(secret, s.secret) ? s : undefined;
     },
     /** The signing secret, when the session token matches (SigV4 with X-Amz-Security-Token). */
-    signing(id: string, sessionToken: string | undefined): (RoleSession & { secret: string }) | undefined {
-      const s = live(id);
-      if (!s || sessionToken === undefined) return undefined;
-      const a = sha256(sessionToken);
-      if (!timingSafeEqual(a, sha256(s.sessionToken))) return undefined;
-      return s;
+    async signing(id: string, sessionToken: string | undefined): Promise<StoredRoleSession | undefined> {
+      if (sessionToken === undefined) return undefined;
+      const s = await live(id);
+      return s && same(sessionToken, s.sessionToken) ? s : undefined;
+    },
+    /** Deletes expired sessions from the store; answers how many. */
+    async sweep(): Promise<number> {
+      prune();
+      if (!store) return 0;
+      let n = 0;
+      for (const s of await store.list())
+        if (expired(s)) {
+          await store.remove(s.accessKeyId);
+          n++;
+        }
+      return n;
     },
   };
 }

@@ -36,10 +36,15 @@ import {
   reasonCode,
 } from './policy.ts';
 import { createPolicyStore, type PolicyStore } from './policy-store.ts';
-import { createRoleSessions, isSessionKeyId, type RoleSession } from './role-sessions.ts';
+import {
+  createRoleSessions,
+  isSessionKeyId,
+  type RoleSession,
+  type StoredRoleSession,
+} from './role-sessions.ts';
 import type { Scope, ScopeAction } from './scope.ts';
 import { createReplayCache, SigV4Error, type SigV4Request, sigV4Messages, verifySigV4 } from './sigv4.ts';
-import { readJson, writeJson } from './store.ts';
+import { listOrEmpty, readJson, writeJson } from './store.ts';
 import { createThrottle, type Throttle } from './throttle.ts';
 import {
   type AccessEntry,
@@ -636,7 +641,23 @@ export function createAuth(opts: AuthOptions): Auth {
   const throttle: Throttle = createThrottle({ ...opts.throttle, now });
   /** Signatures already accepted, so a captured SigV4 request cannot be sent again. */
   const replayCache = createReplayCache();
-  const roleSessions = createRoleSessions(now);
+  const roleSessionsDir = '/auth/role-sessions';
+  const roleSessions = createRoleSessions(now, {
+    load: async (id) =>
+      (await readJson(storage, `${roleSessionsDir}/${id}.json`)) as StoredRoleSession | undefined,
+    save: (s) => writeJson(storage, `${roleSessionsDir}/${s.accessKeyId}.json`, s),
+    remove: async (id) => {
+      await storage.delete(`${roleSessionsDir}/${id}.json`).catch(() => {});
+    },
+    list: async () => {
+      const out: StoredRoleSession[] = [];
+      for (const p of await listOrEmpty(storage, roleSessionsDir)) {
+        const s = (await readJson(storage, p).catch(() => undefined)) as StoredRoleSession | undefined;
+        if (s) out.push(s);
+      }
+      return out;
+    },
+  });
 
   /** The role identity of a live temporary session; undefined when the role is gone. */
   async function roleSessionIdentity(s: RoleSession): Promise<Identity | undefined> {
@@ -867,6 +888,11 @@ export function createAuth(opts: AuthOptions): Auth {
     async start() {
       if (!enabled)
         log.warn(`auth is DISABLED (development mode): every request runs as "${devPrincipalName}"`);
+      const swept = await roleSessions.sweep().catch((err) => {
+        log.warn({ err }, 'could not sweep expired role sessions');
+        return 0;
+      });
+      if (swept > 0) log.info({ swept }, 'deleted expired role sessions');
       if ((await readJson(storage, bootstrapMarkerPath)) !== undefined) return {};
       const admin = await identityStore.ensureBootstrapAdmin(
         opts.bootstrapPassword !== undefined ? { password: opts.bootstrapPassword } : {},
@@ -909,7 +935,7 @@ export function createAuth(opts: AuthOptions): Auth {
       }
       let identity: Identity | undefined;
       if (bySession) {
-        const session = roleSessions.verify(username, secret);
+        const session = isSessionKeyId(username) ? await roleSessions.verify(username, secret) : undefined;
         if (session) identity = await roleSessionIdentity(session);
       } else if (byKey) {
         const owner = await identityStore.verifyAccessKey(username, secret);
@@ -963,7 +989,7 @@ export function createAuth(opts: AuthOptions): Auth {
             const locked = throttled(keys);
             if (locked) throw locked;
             if (isSessionKeyId(accessKeyId)) {
-              const session = roleSessions.signing(accessKeyId, sessionToken);
+              const session = await roleSessions.signing(accessKeyId, sessionToken);
               if (!session) return undefined;
               identity = await roleSessionIdentity(session);
               if (!identity) return undefined;
@@ -1127,7 +1153,7 @@ export function createAuth(opts: AuthOptions): Auth {
         throw new AuthError('federation', `role ${JSON.stringify(name)} does not exist`, {
           detail: 'role-not-found',
         });
-      const s = roleSessions.issue(r.name, sessionName, Math.min(3600, r.maxSessionSeconds));
+      const s = await roleSessions.issue(r.name, sessionName, Math.min(3600, r.maxSessionSeconds));
       await audit({
         type: 'authn',
         actor: clip(`role/${r.name}`),
