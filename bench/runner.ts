@@ -1,6 +1,6 @@
 // The runner benchmark (issue 5, item 8): how long from a push's manifest commit to the first
 // output of the container a push hook starts, with the image's layer already unpacked (warm) and
-// with a layer never seen before (cold), at the default hook debounce window (500 ms) and at 0;
+// with a layer never seen before (cold), with a 500 ms hook debounce window and with none (0, the default);
 // and a bare `runc run` (and `crun run`) of the same busybox as the floor under it.
 //
 //   npm run bench:runner                    full run; writes bench/RUNNER-RESULTS.md
@@ -593,7 +593,7 @@ async function main() {
     `- Date: ${started}`,
     `- Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; berth ${source}`,
     `- Load average (1/5/15 min) before: ${loadBefore.map((x) => x.toFixed(2)).join(' / ')}, after: ${loadAfter.map((x) => x.toFixed(2)).join(' / ')} — other sessions' test suites share the 2 cores, so single samples are noisy; read the medians.`,
-    '- berth: two started by the harness (`node src/cli.ts serve`), alike (filesystem storage in a temp dir, HTTPS with its own CA, auth on, encryption at rest on, BERTH_LOG_LEVEL=warn) but for BERTH_RUNNER_HOOK_DEBOUNCE_MS=500 (the default) / 0;' +
+    '- berth: two started by the harness (`node src/cli.ts serve`), alike (filesystem storage in a temp dir, HTTPS with its own CA, auth on, encryption at rest on, BERTH_LOG_LEVEL=warn) but for BERTH_RUNNER_HOOK_DEBOUNCE_MS=500 / 0 (the default);' +
       ` runner.runtime=${opts.runtime}, so berth ran its containers with ${berthRuntime} (conmon as monitor, tini as init, an overlay rootfs).`,
     '- Image: one gzip layer (busybox-static at /bin/busybox, ~1.9 MiB, and a file naming the layer), an OCI config whose Cmd is `busybox echo <marker>`, an OCI manifest; pushed over HTTPS with Bearer tokens (layer and config first, outside the timing).',
     '- Trigger: a hook rule `runTask` on `<repo>:latest` with a task definition of one container (networkMode none, 32 MiB).',

@@ -252,9 +252,9 @@ export const keys = {
   },
   'runner.hookDebounceMs': {
     type: 'number',
-    default: 500,
+    default: 0,
     min: 0,
-    doc: 'pushes to one repository tag within this window trigger its hooks once, on the last digest',
+    doc: 'also merge pushes to a repository within this window (ms) into one trigger, on the final digests; costs that much start latency',
   },
   'runner.webhooksFile': {
     type: 'string',

@@ -127,6 +127,22 @@ describe('push hooks', () => {
     await expect(storage.list(`${prefix}/dispatches`).catch(() => [])).resolves.toEqual([]);
   });
 
+  it('with no window at all (debounceMs 0) still acts once per multi-arch push and once per image pushed under several tags', async () => {
+    const storage = createMemoryDriver();
+    const fake = fakeActions();
+    const hooks = await started(storage, fake.actions, 0);
+    await hooks.rules.create(runTaskRule({ tag: '*' }));
+    // The platform manifests go by digest (no tag), so only the index's tagged push counts.
+    for (const e of multiArch('team/web', d('a'), 'latest')) await hooks.record(e);
+    // docker push -a: the same digest under a second tag, after the first one was acted on.
+    await hooks.idle();
+    await hooks.record(push('team/web', d('a'), ['1.4.0']));
+    await hooks.idle();
+    expect(fake.calls.map((c) => c.imageRef)).toEqual([`team/web@${d('a')}`]);
+    const { runs } = await hooks.runs.list();
+    expect(runs.map((r) => r.status).sort()).toEqual(['skipped', 'succeeded']);
+  });
+
   it('acts once on the last digest when a tag moves within the window, and once for several tags on one image', async () => {
     const storage = createMemoryDriver();
     const fake = fakeActions();
