@@ -61,6 +61,8 @@ export const actions = [
   { name: 'admin:ReadAudit', description: 'Read the audit log' },
   { name: 'admin:ListActions', description: 'List the action catalog' },
 
+  { name: 'iam:PassRole', description: 'Start tasks or services that run with a role (resource role/NAME)' },
+
   { name: 'ecs:CreateCluster', description: 'Create a cluster' },
   { name: 'ecs:DescribeClusters', description: 'Read clusters' },
   { name: 'ecs:ListClusters', description: 'List clusters' },

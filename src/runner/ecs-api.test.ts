@@ -120,7 +120,7 @@ let touches: Touches;
 let api: EcsApi;
 let tasks: ReturnType<typeof fakeTasks>;
 let services: ReturnType<typeof fakeServices>;
-let asked: [EcsAction, string][];
+let asked: [EcsAction | 'iam:PassRole', string][];
 
 const allowAll: EcsCaller = {
   principalArn: `arn:aws:iam::${ACCOUNT}:user/admin`,
@@ -248,6 +248,53 @@ describe('authorization', () => {
       const err = await ecsError(api.handle(op, input, denyAll));
       expect(err.message).toContain(`on resource: ${resource} because`);
     }
+  });
+});
+
+describe('iam:PassRole', () => {
+  /** Allowed every ECS action, and PassRole only on role/allowed. */
+  const runner: EcsCaller = {
+    principalArn: `arn:aws:iam::${ACCOUNT}:user/ci`,
+    async isAllowed(action, resource) {
+      asked.push([action, resource]);
+      return action !== 'iam:PassRole' || resource === 'role/allowed';
+    },
+  };
+
+  it('is needed to start tasks or services with a task role, on that role', async () => {
+    await api.handle(
+      'RegisterTaskDefinition',
+      {
+        family: 'with-role',
+        taskRoleArn: `arn:aws:iam::${ACCOUNT}:role/admin-ish`,
+        containerDefinitions: [{ name: 'main', image: 'busybox', memory: 32 }],
+      },
+      runner,
+    );
+    for (const [op, input] of [
+      ['RunTask', { cluster: 'prod', taskDefinition: 'with-role' }],
+      ['CreateService', { cluster: 'prod', serviceName: 's', taskDefinition: 'with-role', desiredCount: 1 }],
+    ] as const) {
+      const e = await ecsError(api.handle(op, input, runner));
+      expect([e.type, e.message]).toEqual([
+        'AccessDeniedException',
+        `User: arn:aws:iam::${ACCOUNT}:user/ci is not authorized to perform: iam:PassRole on resource: arn:aws:iam::${ACCOUNT}:role/admin-ish because no identity-based policy allows the iam:PassRole action`,
+      ]);
+    }
+    expect(asked).toContainEqual(['iam:PassRole', 'role/admin-ish']);
+    expect(tasks.runs).toHaveLength(0);
+    // A role the caller may pass, given as an override, and a definition without a role, both run.
+    await api.handle(
+      'RunTask',
+      {
+        cluster: 'prod',
+        taskDefinition: 'with-role',
+        overrides: { taskRoleArn: `arn:aws:iam::${ACCOUNT}:role/allowed` },
+      },
+      runner,
+    );
+    await api.handle('RunTask', { cluster: 'prod', taskDefinition: 'web' }, runner);
+    expect(tasks.runs).toHaveLength(2);
   });
 });
 

@@ -38,8 +38,8 @@ import { parseTaskDefinitionRef, type Tag, type TaskDefinition } from './task-de
 export interface EcsCaller {
   /** The caller as an IAM-style ARN: registeredBy, createdBy and AccessDeniedException name it. */
   readonly principalArn: string;
-  /** The policy's answer for `action` on a berth resource (cluster/NAME, ..., or `*`). */
-  isAllowed(action: EcsAction, resource: string): Promise<boolean>;
+  /** The policy's answer for `action` on a berth resource (cluster/NAME, ..., or `*`; role/NAME for iam:PassRole). */
+  isAllowed(action: EcsAction | 'iam:PassRole', resource: string): Promise<boolean>;
 }
 
 export interface EcsApiOptions {
@@ -380,6 +380,21 @@ export function createEcsApi(opts: EcsApiOptions): EcsApi {
       throw new EcsError('AccessDeniedException', ecsMessages.accessDenied(caller.principalArn, action, arn));
   }
 
+  /**
+   * Starting a task (or a service's tasks) with a task role hands that role's rights to the task,
+   * so, as on AWS, the caller must be allowed iam:PassRole on the role: the right to run tasks is
+   * not a way to gain any role's rights.
+   */
+  async function mayPassRole(caller: EcsCaller, roleArn: string | undefined) {
+    if (!roleArn) return;
+    const name = /^arn:[^:]+:iam::[^:]*:role\/(?:.*\/)?([^/]+)$/.exec(roleArn)?.[1] ?? roleArn;
+    if (!(await caller.isAllowed('iam:PassRole', `role/${name}`)))
+      throw new EcsError(
+        'AccessDeniedException',
+        ecsMessages.accessDenied(caller.principalArn, 'iam:PassRole', roleArn),
+      );
+  }
+
   /** The cluster name a `cluster` member names (default 'default'), read without looking it up. */
   function clusterNameOf(r: In): string {
     const given = r.str('cluster');
@@ -584,6 +599,7 @@ export function createEcsApi(opts: EcsApiOptions): EcsApi {
     await authorize(caller, action, `taskdefinition/${family}`, taskDefinitionArn(family, revision));
     const c = await cluster(r);
     const { td, tags: tdTags } = await runnableTaskDefinition(ref);
+    await mayPassRole(caller, overrides?.taskRoleArn ?? td.taskRoleArn);
     for (const o of overrides?.containerOverrides ?? []) {
       if (!td.containerDefinitions.some((d) => d.name === o.name))
         invalid(`Override for container named ${o.name} is not a container in the TaskDefinition.`);
@@ -940,6 +956,7 @@ export function createEcsApi(opts: EcsApiOptions): EcsApi {
       }
       if (existing && existing.status !== 'INACTIVE') invalid('Creation of service was not idempotent.');
       const { td } = await runnableTaskDefinition(ref);
+      await mayPassRole(caller, td.taskRoleArn);
       const service = await services.create({
         clusterArn: c.clusterArn,
         serviceName: name,
@@ -1005,6 +1022,7 @@ export function createEcsApi(opts: EcsApiOptions): EcsApi {
       if (current.status !== 'ACTIVE')
         throw new EcsError('ServiceNotActiveException', ecsMessages.serviceNotActive);
       const td = tdRef !== undefined && tdRef !== '' ? (await runnableTaskDefinition(tdRef)).td : undefined;
+      await mayPassRole(caller, td?.taskRoleArn);
       const service = await services.update({
         clusterArn: c.clusterArn,
         serviceName: name,
