@@ -207,7 +207,7 @@ export const keys = {
   'runner.enabled': {
     type: 'boolean',
     default: true,
-    doc: 'run tasks and services (the ECS endpoint at /ecs); off, or on a host without runc, /ecs answers 503',
+    doc: 'run tasks and services (the ECS endpoint at /ecs); off, /ecs answers 503; where no OCI runtime works, berth says why at start and tasks fail with that reason',
   },
   'runner.root': {
     type: 'string',

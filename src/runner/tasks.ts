@@ -708,7 +708,11 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
     const liveIds = new Set(
       [...live.values()].filter((l) => !l.finished).map((l) => taskId(l.stored.task.taskArn)),
     );
-    const swept = await opts.networks.sweep(liveIds);
+    // Best effort: a host where networks cannot be inspected (no iptables, not root) still serves.
+    const swept = await opts.networks.sweep(liveIds).catch((err) => {
+      log.warn({ err }, 'could not sweep task networks left by an earlier run');
+      return [] as string[];
+    });
     if (swept.length > 0) log.info({ tasks: swept }, 'tore down networks no task uses');
   }
 
