@@ -7,14 +7,8 @@ import { ConfigError } from './errors.ts';
 import type { RegistryEvent } from './events.ts';
 import { createApp, type RunningServer, startServer } from './http/index.ts';
 import { createLogger, type Logger } from './log.ts';
-import { createRegistry, parseDigest, type Registry } from './registry/index.ts';
-import {
-  createRunner,
-  type ImageSource,
-  type Runner,
-  validateWebhookEndpoints,
-  type WebhookEndpoint,
-} from './runner/index.ts';
+import { createRegistry, imageReader } from './registry/index.ts';
+import { createRunner, type Runner, validateWebhookEndpoints, type WebhookEndpoint } from './runner/index.ts';
 import {
   checked,
   createFsDriver,
@@ -131,21 +125,6 @@ export async function openStorage(config: Config, log: Logger): Promise<OpenedSt
   return { storage: checked(layer), encryption: layer, ...(sweep && { sweep }), close };
 }
 
-/** The runner reads images from the registry itself: manifests, and blobs the repository links. */
-function imageSource(registry: Registry): ImageSource {
-  return {
-    async manifest(repository, reference) {
-      const m = await registry.getManifest(repository, reference);
-      return { digest: m.digest.value, mediaType: m.mediaType, bytes: m.bytes };
-    },
-    async blob(repository, digest) {
-      const d = parseDigest(digest);
-      const info = await registry.statBlob(repository, d);
-      return registry.blobBody(d, 0, info.size).open();
-    },
-  };
-}
-
 function loadWebhooks(file: string | undefined): WebhookEndpoint[] {
   if (file === undefined) return [];
   let value: unknown;
@@ -199,7 +178,7 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
       logMaxBytes: config.runner.logMaxBytes,
       hookDebounceMs: config.runner.hookDebounceMs,
       stoppedRetentionMs: config.runner.stoppedTaskRetentionMinutes * 60_000,
-      images: imageSource(registry),
+      images: imageReader(registry),
       webhooks: loadWebhooks(config.runner.webhooksFile),
       baseUrl: () => runnerBase,
       ...(config.auth.enabled && {

@@ -247,3 +247,22 @@ function parseManifestSubject(m: StoredManifest): Digest | undefined {
 }
 
 export type Registry = ReturnType<typeof createRegistry>;
+
+/**
+ * Read-only access to stored images, the shape the task runner's ImageSource takes: manifests by
+ * tag or digest, and a blob's bytes only when the repository links it (the link is the access
+ * check, as for a pull).
+ */
+export function imageReader(registry: Registry) {
+  return {
+    async manifest(repository: string, reference: string) {
+      const m = await registry.getManifest(repository, reference);
+      return { digest: m.digest.value, mediaType: m.mediaType, bytes: m.bytes };
+    },
+    async blob(repository: string, digest: string) {
+      const d = parseDigest(digest);
+      const info = await registry.statBlob(repository, d);
+      return registry.blobBody(d, 0, info.size).open();
+    },
+  };
+}

@@ -3,9 +3,8 @@
 // (successes and errors alike) has a status the operation declares and a body that validates
 // against its JSON Schema (2020-12): JSON bodies whole, server-sent events one event at a time.
 import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import { Hono } from 'hono';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,20 +12,18 @@ import { parse } from 'yaml';
 import { createAuditLog } from '../../src/auth/audit.ts';
 import { createFederation } from '../../src/auth/federation.ts';
 import { AuthStoreError, createIdentityStore } from '../../src/auth/identities.ts';
-import { type Auth, createAuth } from '../../src/auth/index.ts';
 import { evaluate, type Principal } from '../../src/auth/policy.ts';
 import { createPolicyStore } from '../../src/auth/policy-store.ts';
 import { type AdminDeps, adminApiBase, createAdminApi } from '../../src/http/admin.ts';
-import { createApp, ecsEndpointPath } from '../../src/http/app.ts';
+import { ecsEndpointPath } from '../../src/http/app.ts';
 import type { AppEnv } from '../../src/http/env.ts';
 import { healthRoutes } from '../../src/http/health.ts';
 import { requestContext } from '../../src/http/middleware.ts';
 import { ecsRoutes } from '../../src/http/runner.ts';
 import { taskCredentialsRoutes } from '../../src/http/task-credentials.ts';
 import { silentLogger } from '../../src/log.ts';
-import { createRegistry, parseDigest, type Registry } from '../../src/registry/index.ts';
-import { createRunner, type ImageSource, type Runner } from '../../src/runner/index.ts';
-import { checked, createMemoryDriver } from '../../src/storage/index.ts';
+import { createMemoryDriver } from '../../src/storage/index.ts';
+import { ACCOUNT, REGION, type RunnerApp, startRunnerApp } from '../support/runner-app.ts';
 
 // ---- the document -------------------------------------------------------------------------------
 
@@ -149,99 +146,24 @@ const readiness = { check: async () => {}, draining: () => false };
 
 // ---- the runner -----------------------------------------------------------------------------------
 
-const REGION = 'us-east-1';
-const ACCOUNT = '000000000000';
-
-/** The runner reads images from the registry itself (as main.ts wires it). */
-function imageSource(registry: Registry): ImageSource {
-  return {
-    async manifest(repository, reference) {
-      const m = await registry.getManifest(repository, reference);
-      return { digest: m.digest.value, mediaType: m.mediaType, bytes: m.bytes };
-    },
-    async blob(repository, digest) {
-      const d = parseDigest(digest);
-      const info = await registry.statBlob(repository, d);
-      return registry.blobBody(d, 0, info.size).open();
-    },
-  };
-}
-
 /** A registry, a real auth (SigV4 on /ecs, role credentials) and a real runner over one storage. */
-interface RunnerWorld {
-  readonly root: string;
-  readonly auth: Auth;
-  readonly runner: Runner;
-  /** The whole app as main.ts builds it (auth on, runner on). */
-  readonly app: ReturnType<typeof createApp>;
-}
-
-let world: RunnerWorld | undefined;
+let world: RunnerApp | undefined;
 
 beforeAll(async () => {
-  const root = mkdtempSync(join(tmpdir(), 'berth-openapi-'));
-  const storage = checked(createMemoryDriver());
-  let runner: Runner | undefined;
-  const registry = createRegistry(storage, {
-    log: silentLogger,
-    manifestMaxBytes: 4 * 1024 * 1024,
-    deleteEnabled: true,
-    uploadIdleMs: 60_000,
-    events: async (e) => {
-      await runner?.record(e);
-    },
-  });
-  const auth = createAuth({
-    storage,
-    log: silentLogger,
-    issuer: 'berth-token-service',
-    service: 'berth',
-    enabled: true,
-    bootstrapPassword: 'admin-password',
-    scryptCost: 2 ** 10,
-  });
-  await auth.start();
-  runner = await createRunner({
-    storage,
-    log: silentLogger,
-    root,
-    runtime: 'auto',
-    region: REGION,
-    accountId: ACCOUNT,
-    registryHosts: [],
-    bridgeName: `bo${process.pid % 100000}`,
-    bridgeSubnet: `10.96.${process.pid % 200}.0/24`,
-    logMaxBytes: 1 << 20,
-    hookDebounceMs: 0,
-    stoppedRetentionMs: 3_600_000,
-    images: imageSource(registry),
+  world = await startRunnerApp({
+    net: 96,
     webhooks: [{ id: 'ci', url: 'http://127.0.0.1:9/events', secret: 'webhook-secret-0123456789' }],
-    baseUrl: () => undefined,
-    mintCredentials: (role, session) => auth.roleCredentials(role, session),
   });
-  await runner.start();
-  const app = createApp({
-    log: silentLogger,
-    registry,
-    auth,
-    authOptions: { service: 'berth', basicOnRegistry: true },
-    v2: { chunkMinLength: 0 },
-    readiness,
-    runner,
-    runnerOptions: { region: REGION, accountId: ACCOUNT },
-  });
-  world = { root, auth, runner, app };
 });
 
 afterAll(async () => {
-  await world?.runner.close();
-  if (world) rmSync(world.root, { recursive: true, force: true });
+  await world?.close();
 });
 
 const sha256 = (b: string | Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 /** Pushes a one-layer image (not a runnable one: the layer is no tar) through /v2; answers its digest. */
-async function pushImage(app: RunnerWorld['app'], repo: string, tag: string): Promise<string> {
+async function pushImage(app: RunnerApp['app'], repo: string, tag: string): Promise<string> {
   const authorization = `Basic ${Buffer.from('admin:admin-password').toString('base64')}`;
   const layer = Buffer.from(`layer-${randomBytes(8).toString('hex')}`);
   const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: {} }));
@@ -396,7 +318,7 @@ describe('openapi.yaml', () => {
   it('matches the routes the app registers, both ways', () => {
     // The app as main.ts builds it with the runner on; /v2 (the OCI distribution spec) and /token
     // (the registry token protocol) are documented by their own specifications.
-    const app = (world as RunnerWorld).app;
+    const app = (world as RunnerApp).app;
     const ours = (route: string) => {
       const path = route.slice(route.indexOf(' ') + 1);
       return (
@@ -446,7 +368,7 @@ describe('a scripted admin and runner session', () => {
   app.use(requestContext({ log: silentLogger, trustProxy: false, scheme: 'https' }));
   app.route('/', healthRoutes(readiness));
   let mounted = false;
-  function mountRunner(w: RunnerWorld) {
+  function mountRunner(w: RunnerApp) {
     if (mounted) return;
     mounted = true;
     app.route(adminApiBase, createAdminApi(deps, w.runner));
@@ -575,7 +497,7 @@ describe('a scripted admin and runner session', () => {
   const v1 = adminApiBase;
 
   beforeAll(async () => {
-    const w = world as RunnerWorld;
+    const w = world as RunnerApp;
     mountRunner(w);
 
     // Health.

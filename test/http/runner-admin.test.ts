@@ -3,20 +3,12 @@
 // executor) and a registry whose pushes feed its hooks. No container is started here; the e2e
 // suite (test/e2e/runner.test.ts) runs real ones.
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Auth, createAuth } from '../../src/auth/index.ts';
-import { createApp } from '../../src/http/index.ts';
+import type { Auth } from '../../src/auth/index.ts';
 import { taskCredentialsRoutes } from '../../src/http/task-credentials.ts';
-import { silentLogger } from '../../src/log.ts';
-import { createRegistry, parseDigest, type Registry } from '../../src/registry/index.ts';
-import { createRunner, type ImageSource, type Runner, RunnerError } from '../../src/runner/index.ts';
-import { checked, createMemoryDriver } from '../../src/storage/index.ts';
+import { type Runner, RunnerError } from '../../src/runner/index.ts';
+import { ACCOUNT, REGION, type RunnerApp, startRunnerApp } from '../support/runner-app.ts';
 
-const REGION = 'us-east-1';
-const ACCOUNT = '000000000000';
 const v1 = '/api/v1';
 const basic = (user: string, password: string) =>
   `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
@@ -25,63 +17,14 @@ const bob = basic('bob', 'bob-password');
 const doc = (...Statement: Record<string, unknown>[]) => ({ Version: '2012-10-17', Statement });
 const sha256 = (b: Uint8Array | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
-/** The runner reads images from the registry itself (as main.ts wires it). */
-function imageSource(registry: Registry): ImageSource {
-  return {
-    async manifest(repository, reference) {
-      const m = await registry.getManifest(repository, reference);
-      return { digest: m.digest.value, mediaType: m.mediaType, bytes: m.bytes };
-    },
-    async blob(repository, digest) {
-      const d = parseDigest(digest);
-      const info = await registry.statBlob(repository, d);
-      return registry.blobBody(d, 0, info.size).open();
-    },
-  };
-}
-
-let root: string;
+let world: RunnerApp;
 let auth: Auth;
-let runner: Runner | undefined;
-let app: ReturnType<typeof createApp>;
+let runner: Runner;
+let app: RunnerApp['app'];
 
 beforeAll(async () => {
-  root = mkdtempSync(join(tmpdir(), 'berth-runner-admin-'));
-  const storage = checked(createMemoryDriver());
-  const registry = createRegistry(storage, {
-    log: silentLogger,
-    manifestMaxBytes: 4 * 1024 * 1024,
-    deleteEnabled: true,
-    uploadIdleMs: 60_000,
-    // Late-bound, as in main.ts: the runner journals pushes for its hooks.
-    events: async (e) => {
-      await runner?.record(e);
-    },
-  });
-  auth = createAuth({
-    storage,
-    log: silentLogger,
-    issuer: 'berth-token-service',
-    service: 'berth',
-    enabled: true,
-    bootstrapPassword: 'admin-password',
-    scryptCost: 2 ** 10,
-  });
-  await auth.start();
-  runner = await createRunner({
-    storage,
-    log: silentLogger,
-    root,
-    runtime: 'auto',
-    region: REGION,
-    accountId: ACCOUNT,
-    registryHosts: [],
-    bridgeName: `br${process.pid % 100000}`,
-    bridgeSubnet: `10.97.${process.pid % 200}.0/24`,
-    logMaxBytes: 1 << 20,
-    hookDebounceMs: 0,
-    stoppedRetentionMs: 3_600_000,
-    images: imageSource(registry),
+  world = await startRunnerApp({
+    net: 94,
     webhooks: [
       {
         id: 'ci',
@@ -90,20 +33,8 @@ beforeAll(async () => {
         events: ['tag.deleted'],
       },
     ],
-    baseUrl: () => undefined,
-    mintCredentials: (role, session) => auth.roleCredentials(role, session),
   });
-  await runner.start();
-  app = createApp({
-    log: silentLogger,
-    registry,
-    auth,
-    authOptions: { service: 'berth', basicOnRegistry: true },
-    v2: { chunkMinLength: 0 },
-    readiness: { check: async () => {}, draining: () => false },
-    runner,
-    runnerOptions: { region: REGION, accountId: ACCOUNT },
-  });
+  ({ auth, runner, app } = world);
 
   // bob may list secrets and read hooks, nothing else.
   await auth.identities.createUser({ name: 'bob', password: 'bob-password' });
@@ -115,8 +46,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await runner?.close();
-  if (root) rmSync(root, { recursive: true, force: true });
+  await world?.close();
 });
 
 async function call(
@@ -212,7 +142,7 @@ describe('secrets', () => {
     expect(list.text).not.toMatch(/hunter|"value"/);
 
     // The value reaches what a task would get, and only that.
-    expect(await runner!.secrets.resolve('db-password')).toBe('hunter3-rotated');
+    expect(await runner.secrets.resolve('db-password')).toBe('hunter3-rotated');
 
     expect((await call('DELETE', `${v1}/secrets/db-password`)).status).toBe(204);
     expect((await call('GET', `${v1}/secrets/db-password`)).status).toBe(404);
