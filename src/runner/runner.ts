@@ -200,6 +200,7 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
       exec: unavailable,
       list: async () => [],
       remove: async () => {},
+      removeLogs: async () => {},
       readLogs: async () => [],
       followLogs: () => () => {},
       close: () => {},

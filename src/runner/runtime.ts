@@ -113,6 +113,8 @@ export interface Executor {
   /** Deletes the container from the runtime (killing it if it still runs), unmounts its rootfs
    * and deletes its bundle, upper and work dirs, and the task cgroup once empty. Keeps logs. */
   remove(id: string): Promise<void>;
+  /** Deletes the logs remove() kept (when the task they belong to is forgotten). */
+  removeLogs(id: string): Promise<void>;
   readLogs(id: string, opts?: ReadLogsOptions): Promise<LogEntry[]>;
   /** Tails new entries (across rotation) until unsubscribed or the container's log has ended;
    * with fromStart, from the top of the current log file (container-logs.ts followLogFile). */
@@ -1119,6 +1121,11 @@ export async function createExecutor(opts: ExecutorOptions): Promise<Executor> {
       metaCache.delete(id);
       statusCache.delete(id);
       rotating.delete(id);
+    },
+
+    async removeLogs(id) {
+      checkContainerId(id);
+      await rm(paths(id).logDir, { recursive: true, force: true });
     },
 
     async readLogs(id, readOpts) {

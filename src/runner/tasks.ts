@@ -643,7 +643,10 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
       const t = s.task;
       for (const c of t.containers) known.add(c.runtimeId);
       if (t.lastStatus === 'STOPPED') {
-        if ((t.stoppedAt ?? 0) * 1000 < cutoff) await opts.records.remove(taskId(t.taskArn));
+        if ((t.stoppedAt ?? 0) * 1000 < cutoff) {
+          await opts.records.remove(taskId(t.taskArn));
+          for (const c of t.containers) await opts.executor.removeLogs(c.runtimeId).catch(() => {});
+        }
         else
           live.set(t.taskArn, {
             stored: s,
@@ -722,6 +725,8 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
       if (l.finished && (l.stored.task.stoppedAt ?? 0) * 1000 < cutoff) {
         live.delete(arn);
         void opts.records.remove(taskId(arn)).catch(() => {});
+        // The task can no longer be described, so its logs cannot be asked for either.
+        for (const c of l.stored.task.containers) void opts.executor.removeLogs(c.runtimeId).catch(() => {});
       }
     }
     for (const [token, v] of tokens) if (v.at < now() - tokenMs) tokens.delete(token);

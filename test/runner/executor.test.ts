@@ -380,5 +380,8 @@ describe('executor (real runtime)', () => {
     await expect(stat(join(root, 'containers', l.id))).rejects.toThrow(/ENOENT/);
     expect((await ex().readLogs(l.id)).map((e) => e.line)).toEqual(['bye']);
     await expect(ex().wait(l.id)).rejects.toThrow(/does not exist/);
+    // Once the task is forgotten its logs go too.
+    await ex().removeLogs(l.id);
+    await expect(stat(join(root, 'logs', l.id))).rejects.toThrow(/ENOENT/);
   });
 });
