@@ -646,8 +646,7 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
         if ((t.stoppedAt ?? 0) * 1000 < cutoff) {
           await opts.records.remove(taskId(t.taskArn));
           for (const c of t.containers) await opts.executor.removeLogs(c.runtimeId).catch(() => {});
-        }
-        else
+        } else
           live.set(t.taskArn, {
             stored: s,
             images: new Map(),
