@@ -395,6 +395,31 @@ export function createEcsApi(opts: EcsApiOptions): EcsApi {
       );
   }
 
+  /**
+   * Describe* over a list of references: every one that parses is authorized first (a denied
+   * caller learns nothing about what exists), then the lookup is prepared once and each reference
+   * answered, or listed in failures as MISSING under its ARN (or as given, when it does not parse).
+   */
+  async function describeEach<K, T>(
+    refs: readonly string[],
+    parse: (ref: string) => K | undefined,
+    allow: (key: K) => Promise<void>,
+    arnOf: (key: K) => string,
+    lookup: () => Promise<(key: K) => T | undefined>,
+  ): Promise<{ found: T[]; failures: { arn: string; reason: 'MISSING' }[] }> {
+    const named = refs.map((ref) => ({ ref, key: parse(ref) }));
+    for (const n of named) if (n.key !== undefined) await allow(n.key);
+    const find = await lookup();
+    const found: T[] = [];
+    const failures: { arn: string; reason: 'MISSING' }[] = [];
+    for (const n of named) {
+      const hit = n.key !== undefined ? find(n.key) : undefined;
+      if (hit !== undefined) found.push(hit);
+      else failures.push({ arn: n.key !== undefined ? arnOf(n.key) : n.ref, reason: 'MISSING' });
+    }
+    return { found, failures };
+  }
+
   /** The cluster name a `cluster` member names (default 'default'), read without looking it up. */
   function clusterNameOf(r: In): string {
     const given = r.str('cluster');
@@ -837,19 +862,20 @@ export function createEcsApi(opts: EcsApiOptions): EcsApi {
       if (refs === undefined || refs.length === 0) invalid('tasks is required.');
       if (refs.length > 100) invalid('tasks may name at most 100 tasks.');
       const include = readInclude(r, ['TAGS'] as const);
-      const named = refs.map((ref) => ({ ref, task: taskRef(ref, clusterName) }));
-      for (const n of named)
-        if (n.task)
-          await authorize(caller, 'ecs:DescribeTasks', `task/${clusterName}/${n.task.id}`, n.task.arn);
-      const c = await cluster(r);
-      const out: EcsOutput[] = [];
-      const failures: { arn: string; reason: string }[] = [];
-      for (const n of named) {
-        const found = n.task ? tasks.get(n.task.arn) : undefined;
-        if (found && found.clusterArn === c.clusterArn) out.push(taskOut(found, include.has('TAGS')));
-        else failures.push({ arn: n.task?.arn ?? n.ref, reason: 'MISSING' });
-      }
-      return { tasks: out, failures };
+      const { found, failures } = await describeEach(
+        refs,
+        (ref) => taskRef(ref, clusterName),
+        (t) => authorize(caller, 'ecs:DescribeTasks', `task/${clusterName}/${t.id}`, t.arn),
+        (t) => t.arn,
+        async () => {
+          const c = await cluster(r);
+          return (t) => {
+            const task = tasks.get(t.arn);
+            return task && task.clusterArn === c.clusterArn ? task : undefined;
+          };
+        },
+      );
+      return { tasks: found.map((t) => taskOut(t, include.has('TAGS'))), failures };
     },
 
     async ListTasks(r, caller) {
@@ -1041,28 +1067,23 @@ export function createEcsApi(opts: EcsApiOptions): EcsApi {
       if (refs === undefined || refs.length === 0) invalid('services is required.');
       if (refs.length > 10) invalid('services may name at most 10 services.');
       const include = readInclude(r, ['TAGS'] as const);
-      const named = refs.map((ref) => ({ ref, name: serviceNameOf(ref, clusterName) }));
-      for (const n of named)
-        if (n.name)
-          await authorize(
+      const { found, failures } = await describeEach(
+        refs,
+        (ref) => serviceNameOf(ref, clusterName),
+        (name) =>
+          authorize(
             caller,
             'ecs:DescribeServices',
-            `service/${clusterName}/${n.name}`,
-            serviceArn(clusterName, n.name),
-          );
-      const c = await cluster(r);
-      const out: EcsOutput[] = [];
-      const failures: { arn: string; reason: string }[] = [];
-      for (const n of named) {
-        const found = n.name ? services.get(c.clusterArn, n.name) : undefined;
-        if (found) out.push(serviceOut(found, include.has('TAGS')));
-        else
-          failures.push({
-            arn: n.name ? serviceArn(clusterName, n.name) : n.ref,
-            reason: 'MISSING',
-          });
-      }
-      return { services: out, failures };
+            `service/${clusterName}/${name}`,
+            serviceArn(clusterName, name),
+          ),
+        (name) => serviceArn(clusterName, name),
+        async () => {
+          const c = await cluster(r);
+          return (name) => services.get(c.clusterArn, name);
+        },
+      );
+      return { services: found.map((svc) => serviceOut(svc, include.has('TAGS'))), failures };
     },
 
     async ListServices(r, caller) {
