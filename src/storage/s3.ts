@@ -11,9 +11,10 @@
 // both again. That is how an OCI upload spread over many PATCH requests, or over a restart,
 // becomes the parts of one multipart upload.
 //
-// Reads: with readWorkers > 0 the driver also offers copySealed(), which encrypted() uses for its
-// content objects: worker threads do the GET and the decryption (s3-read-workers.ts), leaving
-// the main thread only the client's socket.
+// Reads: copyTo(), which serves blobs, goes through a second client whose request handler
+// (s3-direct-get.ts) reads GET bodies into reused buffers. With readWorkers > 0 the driver also
+// offers copySealed(), which encrypted() uses for its content objects: worker threads do the GET
+// and the decryption (s3-read-workers.ts), leaving the main thread only the client's socket.
 //
 // Retries: the SDK's standard mode retries throttling (SlowDown, 503) and transient errors
 // with exponential backoff and full jitter. Everything else becomes a StorageError naming the
@@ -47,6 +48,7 @@ import {
 } from './driver.ts';
 import type { SealedReads } from './encrypted.ts';
 import { createPartPipeline, type PartTarget, type SentPart } from './multipart.ts';
+import { createDirectGetHandler, DirectBody, DirectGetError } from './s3-direct-get.ts';
 import { createS3ReadWorkers } from './s3-read-workers.ts';
 
 export interface S3Options {
@@ -110,7 +112,7 @@ export function createS3Driver(opts: S3Options) {
     throw new RangeError('readWorkers must be a whole number, 0 or more');
   const prefix = opts.prefix === '' || opts.prefix.endsWith('/') ? opts.prefix : `${opts.prefix}/`;
   const Bucket = opts.bucket;
-  const client = new S3Client({
+  const config = {
     region: opts.region,
     ...(opts.endpoint !== undefined && { endpoint: opts.endpoint }),
     forcePathStyle: opts.forcePathStyle,
@@ -127,6 +129,16 @@ export function createS3Driver(opts: S3Options) {
       requestChecksumCalculation: 'WHEN_REQUIRED' as const,
       responseChecksumValidation: 'WHEN_REQUIRED' as const,
     }),
+  };
+  const client = new S3Client(config);
+  // Serving reads (copyTo) go through a second client whose request handler reads bodies into
+  // reused buffers (s3-direct-get.ts). Its reads are always ranged, and S3 returns no
+  // whole-object checksum for a range, so response checksum validation has nothing to check.
+  const direct = createDirectGetHandler();
+  const reads = new S3Client({
+    ...config,
+    requestHandler: direct,
+    responseChecksumValidation: 'WHEN_REQUIRED',
   });
 
   const key = (path: string) => prefix + path.slice(1);
@@ -307,6 +319,8 @@ export function createS3Driver(opts: S3Options) {
 
     destroy() {
       client.destroy();
+      reads.destroy();
+      direct.destroy();
       void readWorkers?.close();
     },
 
@@ -358,7 +372,7 @@ export function createS3Driver(opts: S3Options) {
       }
       let body: Readable;
       try {
-        const r = await client.send(
+        const r = await reads.send(
           new GetObjectCommand({ Bucket, Key: key(path), Range: `bytes=${offset}-${offset + length - 1}` }),
         );
         body = r.Body as Readable;
@@ -372,7 +386,12 @@ export function createS3Driver(opts: S3Options) {
         throw wrap(path, e);
       }
       try {
-        for await (const chunk of body) await sink(chunk as Uint8Array);
+        if (body instanceof DirectBody) await body.pump(sink);
+        else for await (const chunk of body) await sink(chunk as Uint8Array);
+      } catch (e) {
+        throw e instanceof DirectGetError
+          ? new StorageError(name, path, `reading: ${e.message}`, { cause: e })
+          : e;
       } finally {
         body.destroy();
       }
@@ -443,12 +462,13 @@ export function createS3Driver(opts: S3Options) {
         async commit() {
           finish();
           try {
-            const { parts, rest } = await pipeline.finish();
+            const { parts, rest, release } = await pipeline.finish();
             const all = [...earlier, ...parts];
             if (uploadId === undefined) {
               await client.send(
                 new PutObjectCommand({ Bucket, Key: k, Body: rest, ContentLength: rest.byteLength }),
               );
+              release();
             } else {
               if (rest.byteLength > 0 || all.length === 0) {
                 all.push({
@@ -456,6 +476,7 @@ export function createS3Driver(opts: S3Options) {
                   ETag: await target.sendPart(all.length + 1, rest, rest.byteLength),
                 });
               }
+              release();
               await client.send(
                 new CompleteMultipartUploadCommand({
                   Bucket,
@@ -485,7 +506,7 @@ export function createS3Driver(opts: S3Options) {
         async close() {
           finish();
           try {
-            const { rest } = await pipeline.finish();
+            const { rest, release } = await pipeline.finish();
             if (rest.byteLength > 0) {
               await client.send(
                 new PutObjectCommand({
@@ -495,7 +516,9 @@ export function createS3Driver(opts: S3Options) {
                   ContentLength: rest.byteLength,
                 }),
               );
+              release();
             } else {
+              release();
               await deleteTail(path);
             }
           } catch (e) {
