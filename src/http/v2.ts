@@ -34,6 +34,24 @@ function body(c: C): Body | undefined {
   return (c.req.raw.body as AsyncIterable<Uint8Array> | null) ?? undefined;
 }
 
+/**
+ * An upload's body for the registry, which is done with each chunk once it asks for the next.
+ * Under the Node adapter every chunk is a socket read of its own, freed at that point: left to
+ * the garbage collector, 16 KiB reads arriving at 50 MiB/s and more, counted by V8 as external
+ * memory, triggered a full mark-compact every few hundred milliseconds (a profile of pushes).
+ */
+function uploadBody(c: C): Body | undefined {
+  const incoming = c.env?.incoming as AsyncIterable<Uint8Array> | undefined;
+  if (!incoming) return body(c);
+  return (async function* () {
+    for await (const chunk of incoming) {
+      yield chunk;
+      if (chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength)
+        (chunk.buffer as ArrayBuffer).transfer(0);
+    }
+  })();
+}
+
 /** The body's declared length, when the client sent one (not with chunked transfer encoding). */
 function bodyLength(c: C): number | undefined {
   const v = c.req.header('content-length');
@@ -185,7 +203,7 @@ export function v2Routes(registry: Registry, opts: V2Options) {
     const digest = c.req.query('digest');
     if (digest !== undefined && mount === undefined) {
       const d = parseDigest(digest);
-      await registry.monolithicUpload(repo, d, body(c) ?? noBody, bodyLength(c));
+      await registry.monolithicUpload(repo, d, uploadBody(c) ?? noBody, bodyLength(c));
       return blobCreated(c, repo, d.value);
     }
     const alg = c.req.query('digest-algorithm');
@@ -215,7 +233,7 @@ export function v2Routes(registry: Registry, opts: V2Options) {
       if (!range)
         throw new OciError('RANGE_INVALID', `malformed Content-Range: ${rangeHeaderValue.slice(0, 100)}`);
     }
-    const { size } = await registry.appendUpload(repo, id, body(c) ?? noBody, range, bodyLength(c));
+    const { size } = await registry.appendUpload(repo, id, uploadBody(c) ?? noBody, range, bodyLength(c));
     return uploadResponse(c, 202, repo, id, size);
   });
 
@@ -224,7 +242,7 @@ export function v2Routes(registry: Registry, opts: V2Options) {
     const digest = c.req.query('digest');
     if (digest === undefined) throw new OciError('DIGEST_INVALID', 'the digest query parameter is required');
     const d = parseDigest(digest);
-    await registry.finishUpload(repo, c.req.param('id'), d, body(c), bodyLength(c));
+    await registry.finishUpload(repo, c.req.param('id'), d, uploadBody(c), bodyLength(c));
     return blobCreated(c, repo, d.value);
   });
 

@@ -19,6 +19,7 @@ import { isNotFound } from './blobs.ts';
 import { type Algorithm, type Digest, finishHash, newHash } from './digest.ts';
 import * as paths from './paths.ts';
 
+/** An upload's bytes. The registry keeps no view of a chunk once it asks for the next one. */
 export type Body = AsyncIterable<Uint8Array>;
 
 export interface ContentRange {

@@ -32,7 +32,10 @@ export interface FileWriter {
    * speed, never correctness.
    */
   expect?(total: number): void;
-  /** Resolves once the chunk is accepted; callers await each write, which is the backpressure. */
+  /**
+   * Resolves once the chunk is accepted; callers await each write, which is the backpressure.
+   * The writer keeps no view of the chunk after that: the caller may reuse or free its memory.
+   */
   write(chunk: Uint8Array): Promise<void>;
   /** Makes the content visible and durable at the path. The writer is finished afterwards. */
   commit(): Promise<void>;

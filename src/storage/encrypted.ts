@@ -27,6 +27,7 @@ import {
   type StorageDriver,
   StorageError,
 } from './driver.ts';
+import { freeBuffer } from './free-buffer.ts';
 import { type Keyring, unwrapKey, wrapKey } from './keyring.ts';
 
 const magic = Buffer.from('BERTHENC1\n');
@@ -189,6 +190,7 @@ export async function openSealedRange(
     const hi = Math.min(offset + length, segStart + plain.length) - segStart;
     index++;
     if (hi > lo) await sink(plain.subarray(lo, hi));
+    freeBuffer(plain); // the sink holds no view of it once it resolved (ChunkSink)
   };
   const segLength = (i: number) => Math.min(stride, sealedSize(size, seg) - i * stride);
   const take: ChunkSink = async (chunk) => {
@@ -596,7 +598,9 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
         }
         const c = createCipheriv('aes-256-gcm', keyOf(dek), nonceFor(segments));
         c.setAAD(aadFor(oid, segments, false));
-        await object.write(c.update(plain));
+        const sealed = c.update(plain);
+        await object.write(sealed);
+        freeBuffer(sealed); // the content writer holds no view of it once write() resolved
         c.final();
         await object.write(c.getAuthTag());
         segments++;

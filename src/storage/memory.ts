@@ -40,10 +40,10 @@ export function createMemoryDriver(): StorageDriver {
   return {
     name,
     async getContent(path) {
-      return get(path).content.slice();
+      return new Uint8Array(get(path).content);
     },
     async putContent(path, content) {
-      commitContent(path, content.slice());
+      commitContent(path, new Uint8Array(content));
     },
     async reader(path, offset = 0) {
       const { content } = get(path);
@@ -78,7 +78,7 @@ export function createMemoryDriver(): StorageDriver {
         },
         async write(chunk) {
           check();
-          chunks.push(chunk.slice());
+          chunks.push(new Uint8Array(chunk)); // a copy: Buffer#slice() would be a view
           size += chunk.byteLength;
         },
         async commit() {
