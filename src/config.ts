@@ -120,9 +120,9 @@ export const keys = {
   },
   'storage.s3.readWorkers': {
     type: 'number',
-    default: 1,
+    default: 0,
     min: 0,
-    doc: 'worker threads that fetch and decrypt encrypted blobs from S3 off the thread serving clients (0: on that thread)',
+    doc: 'worker threads that fetch and decrypt encrypted blobs from S3 off the thread serving clients (0: on that thread, fastest on 2 cores)',
   },
   'encryption.enabled': {
     type: 'boolean',
