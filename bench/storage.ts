@@ -40,7 +40,25 @@ interface Server {
   readonly caPath: string;
   /** berth runs with auth on (as by default): the client signs in as its admin with tokens. */
   readonly credentials?: Credentials;
+  /** The server process, whose CPU time (all threads) each phase reports per MiB moved. */
+  readonly pid: number | undefined;
   stop(): Promise<void>;
+}
+
+/** CPU seconds (user + system, all threads) process pid has used so far. */
+function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return Number.NaN;
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks
+}
+
+interface Sample {
+  readonly push: number;
+  readonly pull: number;
+  /** Server CPU, ms per MiB moved. */
+  readonly pushCpu: number;
+  readonly pullCpu: number;
 }
 
 interface Blob {
@@ -90,14 +108,19 @@ async function measure(s: Server, size: number, count: number, conc: number) {
   const repo = `bench/${randomUUID().slice(0, 8)}`;
   await pool(conc, conc, (i) => push(c, `${repo}-warm`, data[i]!));
   await c.prepare(repo); // the token for the measured repository, outside the timing
+  const mib = (size * count) / MiB;
   let t = performance.now();
+  let cpu = cpuSeconds(s.pid);
   await pool(count, conc, (i) => push(c, repo, data[i]!));
-  const pushMbps = (size * count) / MiB / ((performance.now() - t) / 1000);
+  const pushMbps = mib / ((performance.now() - t) / 1000);
+  const pushCpu = ((cpuSeconds(s.pid) - cpu) * 1000) / mib;
   t = performance.now();
+  cpu = cpuSeconds(s.pid);
   await pool(count, conc, (i) => pull(c, repo, data[i]!));
-  const pullMbps = (size * count) / MiB / ((performance.now() - t) / 1000);
+  const pullMbps = mib / ((performance.now() - t) / 1000);
+  const pullCpu = ((cpuSeconds(s.pid) - cpu) * 1000) / mib;
   c.close();
-  return { push: pushMbps, pull: pullMbps };
+  return { push: pushMbps, pull: pullMbps, pushCpu, pullCpu };
 }
 
 async function freePort(): Promise<number> {
@@ -168,6 +191,7 @@ async function startDistributionOnS3(
   }
   return {
     label: 'Distribution 2.8.2, s3 driver on RGW, plaintext',
+    pid: child.pid,
     base,
     caPath: tls.ca,
     async stop() {
@@ -185,9 +209,14 @@ async function main() {
   const size = 16 * MiB;
   const count = quick ? 8 : 32;
   const conc = 4;
-  const rgw = await startRgw();
+  // Both servers on RGW keep every blob of every repetition (sealed blobs slightly larger), and
+  // a nearly full OSD hangs writes instead of failing them.
+  const stored = 2 * reps * (count + conc) * size;
+  const rgw = await startRgw({
+    memstoreBytes: Math.max(4 * 1024 ** 3, Math.ceil(stored * 1.25) + 2 * 1024 ** 3),
+  });
   const stops: (() => Promise<void>)[] = [() => rgw.stop()];
-  const rows: { label: string; push: number; pull: number; all: { push: number; pull: number }[] }[] = [];
+  const rows: { label: string; push: number; pull: number; cpu: string; all: Sample[] }[] = [];
   try {
     const admin = new S3Client({
       endpoint: rgw.endpoint,
@@ -221,7 +250,14 @@ async function main() {
     for (const [label, env] of variants) {
       const b = await startBerth({ env: { BERTH_LOG_LEVEL: 'warn', ...env } });
       stops.push(() => b.stop());
-      servers.push({ label, base: b.url, caPath: b.caPath, credentials: b.admin, stop: () => b.stop() });
+      servers.push({
+        label,
+        base: b.url,
+        caPath: b.caPath,
+        credentials: b.admin,
+        pid: b.process.pid,
+        stop: () => b.stop(),
+      });
     }
     // The first berth's certificate also serves Distribution.
     const first = servers[0]!;
@@ -233,14 +269,15 @@ async function main() {
     });
     stops.push(() => dist.stop());
     servers.push(dist);
-    const samples = new Map<string, { push: number; pull: number }[]>();
+    const samples = new Map<string, Sample[]>();
     for (let rep = 0; rep < reps; rep++) {
       for (let i = 0; i < servers.length; i++) {
         const s = servers[(i + rep) % servers.length]!;
         const m = await measure(s, size, count, conc);
         samples.set(s.label, [...(samples.get(s.label) ?? []), m]);
         process.stderr.write(
-          `rep ${rep + 1}, ${s.label}: push ${m.push.toFixed(0)}, pull ${m.pull.toFixed(0)} MiB/s\n`,
+          `rep ${rep + 1}, ${s.label}: push ${m.push.toFixed(0)}, pull ${m.pull.toFixed(0)} MiB/s; ` +
+            `server CPU ${m.pushCpu.toFixed(1)} / ${m.pullCpu.toFixed(1)} ms per MiB\n`,
         );
       }
     }
@@ -250,6 +287,7 @@ async function main() {
         label: s.label,
         push: median(ms.map((m) => m.push)),
         pull: median(ms.map((m) => m.pull)),
+        cpu: `${median(ms.map((m) => m.pushCpu)).toFixed(1)} / ${median(ms.map((m) => m.pullCpu)).toFixed(1)}`,
         all: ms,
       });
     }
@@ -268,12 +306,13 @@ async function main() {
     `${reps} repetition(s), every server measured in each, the order rotating; medians shown (all repetitions in the last column).`,
     'berth runs with auth on (the client signs in at /token and sends a Bearer token); Distribution has no auth.',
     'RGW is a one-node Ceph cluster (memstore OSD) started by the harness on the same 2 cores.',
+    "Server CPU is the server process's user + system time over the phase (all its threads, from /proc), medians.",
     '',
-    '| variant | push MiB/s | pull MiB/s | push / pull, each repetition |',
-    '| --- | ---: | ---: | --- |',
+    '| variant | push MiB/s | pull MiB/s | server CPU ms per MiB, push / pull | push / pull MiB/s, each repetition |',
+    '| --- | ---: | ---: | ---: | --- |',
     ...rows.map(
       (r) =>
-        `| ${r.label} | ${r.push.toFixed(0)} | ${r.pull.toFixed(0)} | ${r.all.map((m) => `${m.push.toFixed(0)} / ${m.pull.toFixed(0)}`).join(', ')} |`,
+        `| ${r.label} | ${r.push.toFixed(0)} | ${r.pull.toFixed(0)} | ${r.cpu} | ${r.all.map((m) => `${m.push.toFixed(0)} / ${m.pull.toFixed(0)}`).join(', ')} |`,
     ),
     '',
     `Encryption cost on berth's filesystem pull: ${(encCost * 100).toFixed(1)}% (target at most 15%: ${encCost <= 0.15 ? 'met' : 'missed'}).`,

@@ -40,7 +40,15 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs: num
   }
 }
 
-export async function startRgw(): Promise<Rgw> {
+export interface RgwOptions {
+  /**
+   * Capacity of the RAM-backed OSD (RAM is only taken as data is stored). Near full, Ceph stops
+   * taking writes and requests hang rather than fail, so size it for everything a run stores.
+   */
+  readonly memstoreBytes?: number;
+}
+
+export async function startRgw(opts: RgwOptions = {}): Promise<Rgw> {
   for (const t of ['ceph-mon', 'ceph-osd', 'radosgw', 'radosgw-admin', 'ceph', 'monmaptool']) tool(t);
   const dir = mkdtempSync(join(tmpdir(), 'berth-rgw-'));
   for (const d of ['mon/a', 'osd/0', 'run', 'log', 'rgw']) mkdirSync(join(dir, d), { recursive: true });
@@ -74,7 +82,7 @@ mon data = ${dir}/mon/a
 [osd.0]
 osd data = ${dir}/osd/0
 osd objectstore = memstore
-memstore device bytes = 4294967296
+memstore device bytes = ${opts.memstoreBytes ?? 4 * 1024 ** 3}
 [client.rgw.a]
 rgw frontends = beast endpoint=127.0.0.1:${rgwPort} tcp_nodelay=1
 rgw data = ${dir}/rgw
