@@ -299,32 +299,23 @@ describe('chunked transfer coding', () => {
     expect(srv.heads.length).toBe(2);
   });
 
-  it('rejects a malformed chunk size', async () => {
+  // Each reply is written whole; the pumped body must fail with the error named.
+  it.each([
+    ['a malformed chunk size', 'zz\r\nhello\r\n0\r\n\r\n', /malformed chunk size/],
+    ['chunk data not followed by CRLF', '5\r\nhelloXX\r\n0\r\n\r\n', /malformed chunk/],
+    // A peer out of step is an error, as for Content-Length, not success with the data lost.
+    [
+      'bytes after the last chunk in the same read',
+      '5\r\nhello\r\n0\r\n\r\nEXTRA',
+      /more bytes than its chunked body/,
+    ],
+  ])('rejects %s', async (_what, chunks, why) => {
     const srv = await rawServer((socket) => {
-      socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n');
+      socket.write(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${chunks}`);
     });
     const h = newHandler();
     const r = await get(h, srv.port);
-    await expect(pumpAll(r.body)).rejects.toThrow(/malformed chunk size/);
-  });
-
-  it('rejects chunk data not followed by CRLF', async () => {
-    const srv = await rawServer((socket) => {
-      socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n0\r\n\r\n');
-    });
-    const h = newHandler();
-    const r = await get(h, srv.port);
-    await expect(pumpAll(r.body)).rejects.toThrow(/malformed chunk/);
-  });
-
-  it('does not report success with lost data when bytes follow the last chunk in the same read', async () => {
-    const srv = await rawServer((socket) => {
-      socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nEXTRA');
-    });
-    const h = newHandler();
-    const r = await get(h, srv.port);
-    // A peer out of step is an error, as for Content-Length; the module's own message says so.
-    await expect(pumpAll(r.body)).rejects.toThrow(/more bytes than its chunked body/);
+    await expect(pumpAll(r.body)).rejects.toThrow(why);
   });
 });
 
