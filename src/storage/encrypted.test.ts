@@ -217,3 +217,33 @@ describe('encryption at rest', () => {
     expect(sha(await make().getContent('/blobs/old'))).toBe(sha(big));
   });
 });
+
+describe('default segments', () => {
+  let root: string;
+  beforeEach(() => {
+    root = mkdtempSync(join(tmpdir(), 'berth-enc-default-'));
+  });
+  afterEach(() => rmSync(root, { recursive: true, force: true }));
+
+  it('keeps content up to 64 KiB inline in its record, and larger content in an object', async () => {
+    const d = checked(encrypted(createFsDriver(root), { keyring: createKeyring([newKek()]) }));
+    const small = randomBytes(64 * 1024);
+    const middling = randomBytes(100 * 1024); // under one default segment, over the inline limit
+    const large = randomBytes(600 * 1024 + 3); // several segments
+    await d.putContent('/small', small);
+    expect(readdirSync(root)).not.toContain('.objects');
+    await d.putContent('/middling', middling);
+    expect(readdirSync(join(root, '.objects'))).toHaveLength(1);
+    await d.putContent('/large', large);
+    expect(readdirSync(join(root, '.objects'))).toHaveLength(2);
+    expect(Buffer.from(await d.getContent('/small')).equals(small)).toBe(true);
+    expect(Buffer.from(await d.getContent('/middling')).equals(middling)).toBe(true);
+    expect(Buffer.from(await d.getContent('/large')).equals(large)).toBe(true);
+    // A range across a segment boundary of the default size opens both segments.
+    const parts: Buffer[] = [];
+    await d.copyTo('/large', 256 * 1024 - 10, 20, async (c) => {
+      parts.push(Buffer.from(c));
+    });
+    expect(Buffer.concat(parts).equals(large.subarray(256 * 1024 - 10, 256 * 1024 + 10))).toBe(true);
+  });
+});

@@ -4,7 +4,8 @@
 //   P                 the object's record: "BERTHENC1\n" + JSON {kid, dek, oid, size, seg, data?}
 //                     dek: a fresh 256-bit data key, wrapped by the KEK `kid` and bound to P, the
 //                     object id, the size and the segment size (change any and it will not unwrap)
-//   /.objects/<oid>   the content, unless small enough to sit inline in the record (`data`)
+//   /.objects/<oid>   the content, unless it fits one segment and 64 KiB: then it sits inline in
+//                     the record (`data`)
 //   /.pending/P       state of a write that was closed rather than committed (to resume it)
 //
 // Content is cut into segments of `seg` bytes, each sealed with AES-256-GCM under the data key,
@@ -32,7 +33,13 @@ import { type Keyring, unwrapKey, wrapKey } from './keyring.ts';
 
 const magic = Buffer.from('BERTHENC1\n');
 const tagBytes = 16;
-export const defaultSegmentBytes = 64 * 1024;
+// 256 KiB segments: a pull from RGW spent about 0.4 ms of CPU per MiB less than with 64 KiB ones
+// (a cipher set up, and a socket write, per segment). A range read opens at most two segments
+// more than it needs. The size is recorded per object, so objects written with other sizes read
+// as before.
+export const defaultSegmentBytes = 256 * 1024;
+/** Content up to this size sits inline in its record (records are cached; content is not). */
+const inlineMaxBytes = 64 * 1024;
 const name = 'encrypted';
 
 interface RecordJson {
@@ -638,7 +645,9 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
           const size = segments * seg + filled;
           const last = seal(dek, oid, segments, true, pending.subarray(0, filled));
           const committed = (async (): Promise<Sealed> => {
-            if (!object) return { kid, dek, oid, size, seg, data: last }; // under a segment: inline
+            // Under a segment and small: inline. Otherwise the last (maybe only) segment goes out.
+            if (!object && size <= inlineMaxBytes) return { kid, dek, oid, size, seg, data: last };
+            object ??= await inner.writer(objectPath(oid));
             await object.write(last);
             await object.commit();
             return { kid, dek, oid, size, seg, data: undefined };
