@@ -429,6 +429,30 @@ describe('keep-alive', () => {
     expect(srv.connections()).toBe(2);
   });
 
+  it('does not time out while a slow consumer holds the socket paused, only while S3 is silent', async () => {
+    const srv = await httpServer((_req, res) => {
+      res.writeHead(200, { 'content-length': String(big.length) });
+      res.end(big);
+    });
+    const h = newHandler({ readBufferBytes: 16 * 1024, timeoutMs: 200 });
+    const r = await get(h, srv.port);
+    let calls = 0;
+    const got: Buffer[] = [];
+    await r.body.pump(async (c) => {
+      got.push(Buffer.from(c));
+      // Three stalls, each longer than the timeout, with the socket paused behind them.
+      if (++calls % 40 === 0 && calls <= 120) await new Promise((res) => setTimeout(res, 500));
+    });
+    expect(sha(Buffer.concat(got))).toBe(sha(big));
+
+    // A server that stops mid-body is still cut off.
+    const stall = await rawServer((socket) => {
+      socket.write('HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc');
+    });
+    const r2 = await get(h, stall.port);
+    await expect(pumpAll(r2.body)).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+  });
+
   it('times out a connection that sends nothing', async () => {
     const srv = await rawServer(() => {});
     const h = newHandler({ timeoutMs: 200 });

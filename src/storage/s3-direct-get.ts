@@ -264,6 +264,14 @@ class Connection {
     return !this.onHead && !this.body;
   }
 
+  /**
+   * The no-bytes timeout is for a silent S3 server, not for a client pulling slowly: while the
+   * socket is paused because the consumer lags, it does not run.
+   */
+  waitingOnUs(paused: boolean) {
+    this.socket.setTimeout(paused ? 0 : this.opts.timeoutMs);
+  }
+
   /** The response's body ended: the connection is free for the next request. */
   finished() {
     this.body = undefined;
@@ -362,6 +370,7 @@ export class DirectBody extends Readable {
     const more =
       this.queue.length < maxQueued &&
       !(this.mode === 'stream' && this.readableLength >= this.readableHighWaterMark);
+    if (!more && !this.paused) this.conn.waitingOnUs(true);
     this.paused = !more;
     return more;
   }
@@ -369,6 +378,7 @@ export class DirectBody extends Readable {
   private resumeSocket() {
     if (this.paused && !this.ended && !this.error) {
       this.paused = false;
+      this.conn.waitingOnUs(false);
       this.conn.socket.resume();
     }
   }

@@ -386,6 +386,8 @@ export function createS3Driver(opts: S3Options) {
         throw wrap(path, e);
       }
       try {
+        // The SDK hands our body through as is; were a middleware to wrap it (a checksum
+        // stream), it is still a Readable and is read as one.
         if (body instanceof DirectBody) await body.pump(sink);
         else for await (const chunk of body) await sink(chunk as Uint8Array);
       } catch (e) {
