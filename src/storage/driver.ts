@@ -48,8 +48,13 @@ export interface FileWriter {
   close(): Promise<void>;
 }
 
-/** Receives chunks from copyTo(); resolves once it no longer needs the chunk's memory. */
-export type ChunkSink = (chunk: Uint8Array) => Promise<void>;
+/**
+ * Receives chunks from copyTo(); resolves once it no longer needs the chunk's memory.
+ * `unitBytes` is a hint from a sink that consumes whole units of that many bytes, counted from
+ * the start of the range: a driver that picks its own read sizes ends its chunks on those
+ * boundaries where it can (see chunk-units.ts). Sinks still accept any chunking.
+ */
+export type ChunkSink = ((chunk: Uint8Array) => Promise<void>) & { readonly unitBytes?: number };
 
 export interface StorageDriver {
   /** For logs and errors: 'memory', 'filesystem', 's3', ... */

@@ -188,7 +188,8 @@ export async function openSealedRange(
   const from = first * stride;
   const to = Math.min((end + 1) * stride, sealedSize(size, seg));
   let index = first;
-  const pending = Buffer.allocUnsafe(Math.min(stride, to - from));
+  // Only a segment split across chunks is copied together here (allocated on the first one).
+  let pending: Buffer | undefined;
   let filled = 0;
   const emit = async (sealedSeg: Buffer) => {
     const plain = open(dek, oid, index, index === last, sealedSeg, path);
@@ -200,7 +201,8 @@ export async function openSealedRange(
     freeBuffer(plain); // the sink holds no view of it once it resolved (ChunkSink)
   };
   const segLength = (i: number) => Math.min(stride, sealedSize(size, seg) - i * stride);
-  const take: ChunkSink = async (chunk) => {
+  // Whole segments arrive in one chunk from drivers that honour unitBytes, and open in place.
+  const takeChunk = async (chunk: Uint8Array) => {
     let off = 0;
     while (off < chunk.byteLength) {
       if (index > end) throw new StorageError(name, path, 'sealed content is longer than its record says');
@@ -212,6 +214,7 @@ export async function openSealedRange(
         continue;
       }
       const n = Math.min(whole - filled, chunk.byteLength - off);
+      pending ??= Buffer.allocUnsafe(Math.min(stride, to - from));
       pending.set(chunk.subarray(off, off + n), filled);
       filled += n;
       off += n;
@@ -223,6 +226,7 @@ export async function openSealedRange(
       }
     }
   };
+  const take: ChunkSink = Object.assign(takeChunk, { unitBytes: stride });
   await read(from, to - from, take);
   if (filled !== 0 || index <= end) throw new StorageError(name, path, 'sealed content ended early');
 }

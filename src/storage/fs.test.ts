@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -92,6 +93,33 @@ describe('filesystem driver specifics', () => {
       );
       expect(errors).toEqual([]);
       expect(walk(root).sort()).toEqual(['/other', '/shared']); // top-level directories stay
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('ends copyTo chunks on the boundaries of the units a sink names', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'berth-fs-'));
+    try {
+      const d = checked(createFsDriver(root));
+      const content = randomBytes(3 * 1024 * 1024 + 77);
+      await d.putContent('/blob', content);
+      const unit = 262_160; // a sealed 256 KiB segment with its tag: no divisor of the read size
+      for (const offset of [0, 1000]) {
+        const length = content.length - offset;
+        const sizes: number[] = [];
+        const parts: Buffer[] = [];
+        const sink = async (chunk: Uint8Array) => {
+          sizes.push(chunk.byteLength);
+          parts.push(Buffer.from(chunk));
+        };
+        await d.copyTo('/blob', offset, length, Object.assign(sink, { unitBytes: unit }));
+        expect(Buffer.concat(parts).equals(content.subarray(offset))).toBe(true);
+        // Whole units, counted from the start of the range, and then the remainder.
+        const whole = Math.floor(length / unit);
+        expect(sizes.slice(0, whole)).toEqual(Array(whole).fill(unit));
+        expect(sizes.slice(whole)).toEqual([length % unit]);
+      }
     } finally {
       rmSync(root, { recursive: true, force: true });
     }

@@ -21,6 +21,7 @@ import {
 } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
+import { bufferBytesFor, readBytesFor } from './chunk-units.ts';
 import {
   type FileInfo,
   type FileWriter,
@@ -167,8 +168,10 @@ export function createFsDriver(root: string): StorageDriver {
         // No fstat: a read that ends early means the range ran past the end (one thread-pool
         // round trip less per blob GET; the caller knows the size from its own stat).
         // A ring of read buffers: buffer k is read into again only once the sink released it.
+        // Reads end on the sink's unit boundaries (chunk-units.ts), so buffers hold a whole unit.
+        const unit = sink.unitBytes;
         const ring = Array.from({ length: copyRingSize }, () =>
-          Buffer.allocUnsafe(Math.min(readChunkBytes, length)),
+          Buffer.allocUnsafe(Math.min(bufferBytesFor(readChunkBytes, unit), length)),
         );
         const released: Promise<void>[] = ring.map(() => Promise.resolve());
         let failure: { error: unknown } | undefined;
@@ -181,7 +184,12 @@ export function createFsDriver(root: string): StorageDriver {
           await released[k];
           if (failure) break;
           const buf = ring[k]!;
-          const n = await readAt(fd, buf, Math.min(buf.length, end - pos), pos);
+          const n = await readAt(
+            fd,
+            buf,
+            readBytesFor(pos - offset, Math.min(buf.length, end - pos), unit),
+            pos,
+          );
           if (n === 0) throw new InvalidOffsetError(name, path, offset + length);
           pos += n;
           const view = buf.subarray(0, n);

@@ -158,6 +158,38 @@ async function pumpAll(body: DirectBody, slowEvery = 0): Promise<Pumped> {
   return { bytes: Buffer.concat(parts), chunks, arrayBuffers: buffers.size, bufferSizes };
 }
 
+/**
+ * Pumps body with a sink that names units of `unit` bytes (ChunkSink.unitBytes): the copies, and
+ * how many chunks crossed a unit boundary (each one a unit the sink would have to copy together).
+ */
+async function pumpUnits(
+  body: DirectBody,
+  unit: number,
+  slowEvery = 0,
+): Promise<Pumped & { crossings: number }> {
+  const parts: Buffer[] = [];
+  const buffers = new Set<ArrayBufferLike>();
+  const bufferSizes = new Set<number>();
+  let at = 0;
+  let crossings = 0;
+  const sink = async (chunk: Uint8Array) => {
+    buffers.add(chunk.buffer);
+    bufferSizes.add(chunk.buffer.byteLength);
+    parts.push(Buffer.from(chunk));
+    if (Math.floor(at / unit) !== Math.floor((at + chunk.byteLength - 1) / unit)) crossings++;
+    at += chunk.byteLength;
+    if (slowEvery > 0 && parts.length % slowEvery === 0) await sleep(3);
+  };
+  await body.pump(Object.assign(sink, { unitBytes: unit }));
+  return {
+    bytes: Buffer.concat(parts),
+    chunks: parts.length,
+    arrayBuffers: buffers.size,
+    bufferSizes,
+    crossings,
+  };
+}
+
 /** Reads a Readable holding on to every chunk (a chunk that were a reused buffer would go stale). */
 async function collect(body: Readable, slowEvery = 0): Promise<Buffer> {
   const parts: Buffer[] = [];
@@ -202,6 +234,28 @@ describe('Content-Length bodies', () => {
     expect(sha(p.bytes)).toBe(sha(data));
     expect([...p.bufferSizes]).toEqual([128 * 1024]);
     expect(p.arrayBuffers).toBeLessThanOrEqual(4);
+  });
+
+  it('ends reads on the boundaries of the units a sink names, growing buffers to hold one', async () => {
+    const srv = await httpServer((_req, res) => {
+      res.writeHead(200, { 'content-length': String(big.length) });
+      res.end(big);
+    });
+    const unit = 50_000; // larger than the read buffers, and no divisor of them
+    const h = newHandler({ readBufferBytes: 32 * 1024 });
+    for (const slowEvery of [0, 3]) {
+      const p = await pumpUnits((await get(h, srv.port)).body, unit, slowEvery);
+      expect(sha(p.bytes)).toBe(sha(big));
+      // Only reads made before pump() named the unit may cross a boundary (about 100 would
+      // otherwise); every later read ends on one.
+      expect(p.crossings).toBeLessThanOrEqual(4);
+      expect(Math.max(...p.bufferSizes)).toBe(unit);
+    }
+    // The body's connection was kept and reused, its buffers grown.
+    expect(srv.connections()).toBe(1);
+    // A later plain pump on that connection is not held to units.
+    const plain = await pumpAll((await get(h, srv.port)).body);
+    expect(sha(plain.bytes)).toBe(sha(big));
   });
 
   it('reads the same body through the Readable interface as copies, byte-exact', async () => {
@@ -842,6 +896,20 @@ describe('https', () => {
     expect(sha(await collect(again.body))).toBe(sha(big));
     // One connection per origin: 127.0.0.1 twice, localhost once.
     expect(srv.connections()).toBe(2);
+  });
+
+  it('ends TLS reads on the boundaries of the units a sink names', async () => {
+    const srv = await httpsServer((_req, res) => {
+      res.writeHead(200, { 'content-length': String(big.length) });
+      res.end(big);
+    });
+    const h = newHandler({ tls: { ca: cert }, readBufferBytes: 32 * 1024 });
+    const unit = 50_000;
+    const p = await pumpUnits((await get(h, srv.port, { protocol: 'https:' })).body, unit, 4);
+    expect(sha(p.bytes)).toBe(sha(big));
+    // TLS may hand over a few more records read before pump() named the unit (see above).
+    expect(p.crossings).toBeLessThanOrEqual(16);
+    expect(p.chunks).toBeGreaterThan(big.length / unit);
   });
 
   it('refuses a server its CA does not vouch for', async () => {

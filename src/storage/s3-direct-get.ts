@@ -17,6 +17,7 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { type ConnectionOptions, connect as tlsConnect } from 'node:tls';
+import { bufferBytesFor, readBytesFor } from './chunk-units.ts';
 import type { ChunkSink } from './driver.ts';
 
 /** The part of the SDK's HttpRequest a GET needs. */
@@ -104,6 +105,8 @@ type ResolvedOptions = Required<Omit<DirectGetOptions, 'tls'>> & { tls?: Connect
 class Connection {
   readonly socket: Socket;
   private readonly free: Buffer[] = [];
+  /** Size of new read buffers: the configured size, or one unit of the pumping sink if larger. */
+  private bufferBytes: number;
   private head: Buffer[] = [];
   private headBytes = 0;
   /** The last 3 bytes of the head read so far, to find a terminator split across reads. */
@@ -127,9 +130,10 @@ class Connection {
   constructor(origin: string, req: DirectRequest, opts: ResolvedOptions) {
     this.origin = origin;
     this.opts = opts;
+    this.bufferBytes = opts.readBufferBytes;
     const port = req.port ?? (req.protocol === 'https:' ? 443 : 80);
     const onread = {
-      buffer: () => this.free.pop() ?? Buffer.allocUnsafeSlow(opts.readBufferBytes),
+      buffer: () => this.readBuffer(),
       callback: (n: number, buf: Buffer) => this.read(buf.subarray(0, n), buf),
     };
     this.socket =
@@ -157,7 +161,23 @@ class Connection {
    * socket hands over a few records it already decrypted after being paused).
    */
   release(buf: Buffer) {
-    this.free.push(buf);
+    // A read may have been offered only the start of a buffer (readBuffer); keep all of it.
+    const whole = buf.byteLength === buf.buffer.byteLength ? buf : Buffer.from(buf.buffer);
+    if (whole.byteLength >= this.bufferBytes) this.free.push(whole);
+  }
+
+  /** The buffer the next socket read goes into: cut short so it ends on the body's next unit boundary. */
+  private readBuffer(): Buffer {
+    let buf = this.free.pop();
+    while (buf && buf.byteLength < this.bufferBytes) buf = this.free.pop();
+    buf ??= Buffer.allocUnsafeSlow(this.bufferBytes);
+    const n = this.body?.nextReadBytes(buf.byteLength) ?? buf.byteLength;
+    return n < buf.byteLength ? buf.subarray(0, n) : buf;
+  }
+
+  /** The pumping sink consumes units of this many bytes: read buffers grow to hold one. */
+  fitUnit(unit: number | undefined) {
+    this.bufferBytes = Math.max(this.bufferBytes, bufferBytesFor(this.opts.readBufferBytes, unit));
   }
 
   send(
@@ -326,6 +346,9 @@ export class DirectBody extends Readable {
   private error: Error | undefined;
   private paused = false;
   private wake: (() => void) | undefined;
+  /** The pumping sink's unit (ChunkSink.unitBytes), and body bytes read so far, to end reads on its boundaries. */
+  private unit: number | undefined;
+  private bodyBytes = 0;
 
   private readonly conn: Connection;
   private readonly framing: Framing;
@@ -383,9 +406,19 @@ export class DirectBody extends Readable {
     }
   }
 
+  /**
+   * How much of a read buffer of `capacity` the next read may fill. Chunked bodies interleave
+   * framing with the bytes, so only plain bodies end reads on the sink's unit boundaries.
+   */
+  nextReadBytes(capacity: number): number {
+    const plain = this.framing.kind === 'length' || this.framing.kind === 'close';
+    return plain && !this.ended ? readBytesFor(this.bodyBytes, capacity, this.unit) : capacity;
+  }
+
   /** The body bytes in view, and the end of the body when the framing says so. */
   private deframe(view: Buffer): Buffer[] {
     const f = this.framing;
+    this.bodyBytes += view.length;
     if (f.kind === 'length') {
       if (view.length > f.left) throw new DirectGetError('S3 sent more bytes than its Content-Length');
       f.left -= view.length;
@@ -497,6 +530,8 @@ export class DirectBody extends Readable {
   async pump(sink: ChunkSink): Promise<void> {
     if (this.mode !== 'unclaimed') throw new DirectGetError('response body is already being read');
     this.mode = 'pump';
+    this.unit = sink.unitBytes;
+    this.conn.fitUnit(sink.unitBytes);
     try {
       for (;;) {
         const d = this.queue.shift();
