@@ -123,6 +123,11 @@ export function createS3Driver(opts: S3Options) {
     maxAttempts: opts.maxAttempts,
     retryMode: 'standard',
     logger: sdkLogger,
+    // One resolved middleware stack per command class instead of one per request: about a
+    // fifth of the SDK's CPU per request (a probe of GetObject against a local server: about
+    // 1.2 against 1.0 ms of CPU per request, the server included).
+    // Sound as long as nothing adds middleware to a single command, which berth never does.
+    cacheMiddleware: true,
     // S3-compatible servers (RGW, older MinIO) reject or corrupt aws-chunked bodies with
     // trailing checksums, the SDK's default since 2025: send checksums only where required.
     ...(opts.endpoint !== undefined && {
@@ -430,7 +435,8 @@ export function createS3Driver(opts: S3Options) {
         async sendPart(PartNumber, Body, ContentLength, abortSignal) {
           const r = await client.send(
             new UploadPartCommand({ Bucket, Key: k, UploadId: uploadId!, PartNumber, Body, ContentLength }),
-            abortSignal ? { abortSignal } : {},
+            // Options, even empty ones, bypass the cached middleware stack.
+            abortSignal ? { abortSignal } : undefined,
           );
           return r.ETag!;
         },
