@@ -505,6 +505,21 @@ describe('keep-alive', () => {
     });
     const r2 = await get(h, stall.port);
     await expect(pumpAll(r2.body)).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+
+    // And so is one that goes silent while the consumer lags: once reading resumes, the timeout runs again.
+    const silent = await rawServer((socket) => {
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${MiB}\r\n\r\n`);
+      // Three 16 KiB reads: one at the stalled sink, two queued, which pauses the socket, and
+      // nothing left to read when it resumes (so no read re-arms the timer for us).
+      socket.write(big.subarray(0, 40 * 1024));
+    });
+    const r3 = await get(h, silent.port);
+    let first = true;
+    const stalled = r3.body.pump(async () => {
+      if (first) await new Promise((res) => setTimeout(res, 500));
+      first = false;
+    });
+    await expect(stalled).rejects.toMatchObject({ code: 'ETIMEDOUT' });
   });
 
   it('times out a connection that sends nothing', async () => {
