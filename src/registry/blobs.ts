@@ -115,15 +115,25 @@ export function createBlobs(storage: StorageDriver) {
       return {
         length,
         copyTo: (sink: ChunkSink) => storage.copyTo(path, offset, length, sink).catch(mapErrors),
-        open: async () => {
-          const stream = await this.open(d, offset);
-          return offset + length < (await storage.stat(path)).size ? takeBytes(stream, length) : stream;
-        },
+        // Cut at `length` without asking storage for the size: the caller knows the range is inside.
+        open: async () => takeBytes(await this.open(d, offset), length),
       };
     },
 
-    async link(name: string, d: Digest): Promise<void> {
-      await storage.putContent(paths.layerLink(name, d), new TextEncoder().encode(d.value));
+    /**
+     * Links a stored blob of `size` bytes into the repository. The size is remembered at once:
+     * a pull right after a push (CI, deploy-on-push) then needs no lookups in storage, which on
+     * S3 were two HEAD requests per blob. Remembered before the write, so an unlink racing it
+     * leaves no stale entry behind.
+     */
+    async link(name: string, d: Digest, size: number): Promise<void> {
+      linkedSizes.set(key(name, d), size);
+      try {
+        await storage.putContent(paths.layerLink(name, d), new TextEncoder().encode(d.value));
+      } catch (e) {
+        linkedSizes.delete(key(name, d));
+        throw e;
+      }
     },
 
     /** Removes the repository's link; the bytes stay for other repositories until garbage collection. */

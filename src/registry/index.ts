@@ -95,7 +95,7 @@ export function createRegistry(storage: StorageDriver, opts: RegistryOptions) {
       if (from !== undefined && !(await blobs.isLinked(from, d))) return undefined;
       const size = await blobs.storedSize(d);
       if (size === undefined) return undefined;
-      await blobs.link(name, d);
+      await blobs.link(name, d, size);
       await catalog.add(name);
       return { digest: d, size };
     },

@@ -273,7 +273,7 @@ export function createUploads(deps: UploadDeps) {
             });
           }
           await storage.move(dataPath, paths.blobData(digest));
-          await blobs.link(name, digest);
+          await blobs.link(name, digest, size);
         } catch (e) {
           await removeUpload(id);
           throw e;
@@ -327,7 +327,7 @@ export function createUploads(deps: UploadDeps) {
       }
       const size = w.size;
       await w.commit();
-      await blobs.link(name, digest);
+      await blobs.link(name, digest, size);
       await deps.onLinked(name);
       return { size };
     },

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { beforeEach, describe, expect, it } from 'vitest';
+import { checked, createMemoryDriver } from '../../src/storage/index.ts';
 import { errorCode, type Harness, makeHarness, sha256 } from './harness.ts';
 
 let h: Harness;
@@ -274,6 +275,41 @@ describe('blob GET and HEAD', () => {
     const again = await h.request(`/v2/app/blobs/${digest}`, { method: 'DELETE' });
     expect(again.status).toBe(404);
     expect(await errorCode(again)).toBe('BLOB_UNKNOWN');
+  });
+
+  it('serves a blob pushed, chunk-uploaded or mounted here without looking it up in storage', async () => {
+    const stats: string[] = [];
+    const inner = checked(createMemoryDriver());
+    h = makeHarness({
+      storage: {
+        ...inner,
+        stat: (p) => {
+          stats.push(p);
+          return inner.stat(p);
+        },
+      },
+    });
+    const pushed = await h.pushBlob('app', data);
+    const chunked = Buffer.from('chunked blob');
+    const location = await startUpload('app');
+    const put = await h.request(`${location}?digest=${sha256(chunked)}`, { method: 'PUT', body: chunked });
+    expect(put.status).toBe(201);
+    const mount = await h.request(`/v2/mounted/blobs/uploads/?mount=${pushed}&from=app`, { method: 'POST' });
+    expect(mount.status).toBe(201);
+    stats.length = 0;
+    for (const [repo, d, bytes] of [
+      ['app', pushed, data],
+      ['app', sha256(chunked), chunked],
+      ['mounted', pushed, data],
+    ] as const) {
+      const res = await h.request(`/v2/${repo}/blobs/${d}`);
+      expect(res.status).toBe(200);
+      expect(Buffer.from(await res.arrayBuffer()).equals(bytes)).toBe(true);
+    }
+    expect(stats).toEqual([]);
+    // A deleted link is forgotten at once.
+    expect((await h.request(`/v2/mounted/blobs/${pushed}`, { method: 'DELETE' })).status).toBe(202);
+    expect((await h.request(`/v2/mounted/blobs/${pushed}`, { method: 'HEAD' })).status).toBe(404);
   });
 
   it('refuses deletes when they are disabled', async () => {
