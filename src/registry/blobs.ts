@@ -57,6 +57,8 @@ export function createBlobs(storage: StorageDriver) {
   // Sizes of blobs known to be linked into a repository: HEADs and GETs skip two stats. Unlink
   // drops the entry; garbage collection must go through here too.
   const linkedSizes = createLru<number>({ maxEntries: 100_000 });
+  /** Counts finished unlinks, so a stat racing one does not remember a link it saw before. */
+  let unlinks = 0;
   const key = (name: string, d: Digest) => `${name}@${d.value}`;
 
   /** Size of the blob in the global store, or undefined if it is not stored at all. */
@@ -87,9 +89,11 @@ export function createBlobs(storage: StorageDriver) {
     async stat(name: string, d: Digest): Promise<BlobInfo> {
       const hit = linkedSizes.get(key(name, d));
       if (hit !== undefined) return { digest: d, size: hit };
+      const seen = unlinks;
       const [linked, size] = await Promise.all([isLinked(name, d), storedSize(d)]);
       if (!linked || size === undefined) throw blobUnknown(d);
-      linkedSizes.set(key(name, d), size);
+      // A link seen before an unlink that has finished since is not remembered (it may be gone).
+      if (seen === unlinks) linkedSizes.set(key(name, d), size);
       return { digest: d, size };
     },
 
@@ -144,6 +148,11 @@ export function createBlobs(storage: StorageDriver) {
       } catch (e) {
         if (isNotFound(e)) throw blobUnknown(d);
         throw e;
+      } finally {
+        // A stat that looked while the delete ran may have remembered the link: forget it again,
+        // and stop stats still in flight from remembering it later.
+        unlinks++;
+        linkedSizes.delete(key(name, d));
       }
     },
   };

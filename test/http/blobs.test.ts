@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { checked, createMemoryDriver } from '../../src/storage/index.ts';
+import { checked, createMemoryDriver, type StorageDriver } from '../../src/storage/index.ts';
 import { errorCode, type Harness, makeHarness, sha256 } from './harness.ts';
 
 let h: Harness;
@@ -310,6 +310,36 @@ describe('blob GET and HEAD', () => {
     // A deleted link is forgotten at once.
     expect((await h.request(`/v2/mounted/blobs/${pushed}`, { method: 'DELETE' })).status).toBe(202);
     expect((await h.request(`/v2/mounted/blobs/${pushed}`, { method: 'HEAD' })).status).toBe(404);
+  });
+
+  it('does not remember a link that a racing DELETE removed', async () => {
+    // The link lookup of a HEAD reads storage before the DELETE and answers after it.
+    let hold: Promise<void> | undefined;
+    let held!: () => void;
+    const holding = new Promise<void>((r) => (held = r));
+    const inner = checked(createMemoryDriver());
+    const storage: StorageDriver = {
+      ...inner,
+      stat: async (p) => {
+        const info = await inner.stat(p);
+        if (hold && p.includes('/_layers/')) {
+          held();
+          await hold;
+        }
+        return info;
+      },
+    };
+    const d = await makeHarness({ storage }).pushBlob('app', data);
+    h = makeHarness({ storage }); // a registry that has not seen the blob yet
+    let release!: () => void;
+    hold = new Promise((r) => (release = r));
+    const head = h.request(`/v2/app/blobs/${d}`, { method: 'HEAD' });
+    await holding; // the HEAD has read the link and waits
+    hold = undefined;
+    expect((await h.request(`/v2/app/blobs/${d}`, { method: 'DELETE' })).status).toBe(202);
+    release();
+    expect((await head).status).toBe(200); // it looked before the DELETE
+    expect((await h.request(`/v2/app/blobs/${d}`, { method: 'HEAD' })).status).toBe(404);
   });
 
   it('refuses deletes when they are disabled', async () => {
