@@ -125,6 +125,28 @@ describe('S3 driver specifics', () => {
     expect(await contents(bucket)).toEqual(['berth/exact', 'berth/short']);
   });
 
+  it('deletes a file it is told is whole with one DeleteObject; an absent one is no error', async () => {
+    const bucket = await newBucket();
+    const d = checked(createS3Driver(options(bucket)));
+    await d.putContent('/a/file', Buffer.from('x'));
+    await d.putContent('/a/other', Buffer.from('y'));
+    await d.deleteFile!('/a/file');
+    expect(await contents(bucket)).toEqual(['berth/a/other']);
+    await d.deleteFile!('/a/file');
+    // Encrypted storage deletes its records and content objects that way: moving and deleting a
+    // sealed file leaves neither behind.
+    const e = checked(encrypted(createS3Driver(options(bucket)), { keyring: createKeyring([newKek()]) }));
+    const w = await e.writer('/b/src');
+    await w.write(randomBytes(MiB));
+    await w.commit();
+    const objects = (await contents(bucket)).filter((k) => k !== 'berth/a/other');
+    expect(objects).toHaveLength(2); // the record and its content object
+    await e.move('/b/src', '/b/dest');
+    expect((await contents(bucket)).filter((k) => k.startsWith('berth/b/'))).toEqual(['berth/b/dest']);
+    await e.delete('/b/dest');
+    expect(await contents(bucket)).toEqual(['berth/a/other']);
+  });
+
   it('aborts multipart uploads abandoned before the cutoff', async () => {
     const bucket = await newBucket();
     const d = createS3Driver(options(bucket));

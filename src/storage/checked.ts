@@ -92,5 +92,11 @@ export function checked(inner: StorageDriver): StorageDriver {
       check(p);
       return guard(p, () => inner.delete(p));
     },
+    ...(inner.deleteFile && {
+      deleteFile: async (p: string) => {
+        check(p);
+        return guard(p, () => inner.deleteFile!(p));
+      },
+    }),
   };
 }

@@ -90,6 +90,12 @@ export interface StorageDriver {
   move(source: string, dest: string): Promise<void>;
   /** Deletes a file or a whole directory tree. PathNotFoundError if absent. */
   delete(path: string): Promise<void>;
+  /**
+   * Optional: deletes a file the caller wrote whole (putContent, or a committed writer) and knows
+   * is neither a directory nor holding a pending write; absent is not an error. For drivers where
+   * delete() has to look for all of those first (S3: five lookups, then the delete).
+   */
+  deleteFile?(path: string): Promise<void>;
 }
 
 export class StorageError extends Error {

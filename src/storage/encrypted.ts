@@ -395,19 +395,28 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
         if (j.segments > 0) {
           await (await inner.writer(objectPath(Buffer.from(j.oid, 'hex')), { append: true })).cancel();
         }
-        await inner.delete(p);
+        await deleteOwnFile(p);
       }),
     );
+  }
+
+  /**
+   * Deletes a file this decorator wrote whole: a record, a pending-write record, or a committed
+   * content object. None is a directory or has a pending write of the inner driver's own, so a
+   * driver's cheaper deleteFile() will do (on S3, one request instead of six). Absent is fine.
+   */
+  async function deleteOwnFile(path: string): Promise<void> {
+    try {
+      await (inner.deleteFile ? inner.deleteFile(path) : inner.delete(path));
+    } catch (e) {
+      if (!(e instanceof PathNotFoundError)) throw e;
+    }
   }
 
   async function dropObject(oid: Buffer): Promise<void> {
     if (oid.length !== 16)
       throw new StorageError(name, objectPath(oid), 'refusing to drop a malformed object id');
-    try {
-      await inner.delete(objectPath(oid));
-    } catch (e) {
-      if (!(e instanceof PathNotFoundError)) throw e;
-    }
+    await deleteOwnFile(objectPath(oid));
   }
 
   /** Feeds plaintext [offset, offset+length) of a sealed object to sink, segment by segment. */
@@ -463,11 +472,7 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
   }
 
   async function deletePending(path: string): Promise<void> {
-    try {
-      await inner.delete(pendingPath(path));
-    } catch (e) {
-      if (!(e instanceof PathNotFoundError)) throw e;
-    }
+    await deleteOwnFile(pendingPath(path));
   }
 
   const driver: StorageDriver & {
@@ -709,7 +714,7 @@ export function encrypted(inner: StorageDriver, opts: EncryptedOptions) {
         return;
       }
       await publish(dest, s); // re-wrapped for dest by encodeRecord
-      await inner.delete(source);
+      await deleteOwnFile(source);
       cache.delete(source);
     },
 

@@ -653,6 +653,15 @@ export function createS3Driver(opts: S3Options) {
         throw wrap(path, e);
       }
     },
+
+    // One request: the caller vouches there is no directory, tail or upload to look for.
+    async deleteFile(path) {
+      try {
+        await client.send(new DeleteObjectCommand({ Bucket, Key: key(path) }));
+      } catch (e) {
+        if (!isNotFound(e)) throw wrap(path, e); // S3 answers 204 for an absent key; some peers 404
+      }
+    },
   };
   return driver;
 }
