@@ -58,6 +58,14 @@ async function listen(server: Server | HttpServer, sockets: Socket[]): Promise<n
   return (server.address() as AddressInfo).port;
 }
 
+/** A handler that answers every request with `data` and its Content-Length. */
+const serve =
+  (data: Buffer): RequestListener =>
+  (_req, res) => {
+    res.writeHead(200, { 'content-length': String(data.length) });
+    res.end(data);
+  };
+
 async function httpServer(handler: RequestListener): Promise<Listening> {
   const server = createHttpServer(handler);
   const sockets: Socket[] = [];
@@ -204,10 +212,7 @@ const big = randomBytes(5 * MiB);
 
 describe('Content-Length bodies', () => {
   it('pumps a 5 MiB body byte-exact as views of a few reused read buffers, with a slow sink', async () => {
-    const srv = await httpServer((_req, res) => {
-      res.writeHead(200, { 'content-length': String(big.length) });
-      res.end(big);
-    });
+    const srv = await httpServer(serve(big));
     const readBufferBytes = 32 * 1024;
     const h = newHandler({ readBufferBytes });
     const r = await get(h, srv.port);
@@ -224,10 +229,7 @@ describe('Content-Length bodies', () => {
 
   it('pumps byte-exact with a sink that is slow on every chunk, and with the default buffer size', async () => {
     const data = big.subarray(0, 2 * MiB);
-    const srv = await httpServer((_req, res) => {
-      res.writeHead(200, { 'content-length': String(data.length) });
-      res.end(data);
-    });
+    const srv = await httpServer(serve(data));
     const h = newHandler();
     const r = await get(h, srv.port);
     const p = await pumpAll(r.body, 1);
@@ -237,10 +239,7 @@ describe('Content-Length bodies', () => {
   });
 
   it('ends reads on the boundaries of the units a sink names, growing buffers to hold one', async () => {
-    const srv = await httpServer((_req, res) => {
-      res.writeHead(200, { 'content-length': String(big.length) });
-      res.end(big);
-    });
+    const srv = await httpServer(serve(big));
     const unit = 50_000; // larger than the read buffers, and no divisor of them
     const h = newHandler({ readBufferBytes: 32 * 1024 });
     for (const slowEvery of [0, 3]) {
@@ -259,10 +258,7 @@ describe('Content-Length bodies', () => {
   });
 
   it('reads the same body through the Readable interface as copies, byte-exact', async () => {
-    const srv = await httpServer((_req, res) => {
-      res.writeHead(200, { 'content-length': String(big.length) });
-      res.end(big);
-    });
+    const srv = await httpServer(serve(big));
     const h = newHandler({ readBufferBytes: 16 * 1024, timeoutMs: 10_000 });
     const r = await get(h, srv.port);
     const got = await collect(r.body, 7);
@@ -484,10 +480,7 @@ describe('keep-alive', () => {
   });
 
   it('does not time out while a slow consumer holds the socket paused, only while S3 is silent', async () => {
-    const srv = await httpServer((_req, res) => {
-      res.writeHead(200, { 'content-length': String(big.length) });
-      res.end(big);
-    });
+    const srv = await httpServer(serve(big));
     const h = newHandler({ readBufferBytes: 16 * 1024, timeoutMs: 200 });
     const r = await get(h, srv.port);
     let calls = 0;
@@ -589,10 +582,7 @@ describe('requests', () => {
   });
 
   it('keeps a connection reused by a later request alive when an earlier request signal aborts', async () => {
-    const srv = await httpServer((_req, res) => {
-      res.writeHead(200, { 'content-length': String(MiB) });
-      res.end(big.subarray(0, MiB));
-    });
+    const srv = await httpServer(serve(big.subarray(0, MiB)));
     const h = newHandler({ readBufferBytes: 16 * 1024, timeoutMs: 10_000 });
     const ac = new AbortController();
     const first = (await h.handle(request(srv.port), { abortSignal: ac.signal })).response;
@@ -720,10 +710,7 @@ describe('failures', () => {
   });
 
   it('rejects with the sink error when the sink throws, closes the connection, and serves the next request', async () => {
-    const srv = await httpServer((_req, res) => {
-      res.writeHead(200, { 'content-length': String(big.length) });
-      res.end(big);
-    });
+    const srv = await httpServer(serve(big));
     const h = newHandler({ readBufferBytes: 16 * 1024, timeoutMs: 10_000 });
     const r1 = await get(h, srv.port);
     const boom = new Error('client went away');
@@ -741,10 +728,7 @@ describe('failures', () => {
   });
 
   it('closes the connection when a Readable body is abandoned', async () => {
-    const srv = await httpServer((_req, res) => {
-      res.writeHead(200, { 'content-length': String(big.length) });
-      res.end(big);
-    });
+    const srv = await httpServer(serve(big));
     const h = newHandler({ readBufferBytes: 16 * 1024, timeoutMs: 10_000 });
     const r1 = await get(h, srv.port);
     for await (const _ of r1.body) break;
@@ -829,10 +813,7 @@ describe('destroy', () => {
   });
 
   it('fails a body in progress', async () => {
-    const srv = await httpServer((_req, res) => {
-      res.writeHead(200, { 'content-length': String(big.length) });
-      res.end(big);
-    });
+    const srv = await httpServer(serve(big));
     const h = newHandler({ readBufferBytes: 16 * 1024, timeoutMs: 10_000 });
     const r = await get(h, srv.port);
     let calls = 0;
@@ -891,10 +872,7 @@ describe('https', () => {
   }
 
   it('pumps a 5 MiB body byte-exact over TLS with a private CA, reusing the connection', async () => {
-    const srv = await httpsServer((_req, res) => {
-      res.writeHead(200, { 'content-length': String(big.length) });
-      res.end(big);
-    });
+    const srv = await httpsServer(serve(big));
     const readBufferBytes = 32 * 1024;
     const h = newHandler({ tls: { ca: cert }, readBufferBytes });
     for (const host of ['127.0.0.1', 'localhost']) {
@@ -914,10 +892,7 @@ describe('https', () => {
   });
 
   it('ends TLS reads on the boundaries of the units a sink names', async () => {
-    const srv = await httpsServer((_req, res) => {
-      res.writeHead(200, { 'content-length': String(big.length) });
-      res.end(big);
-    });
+    const srv = await httpsServer(serve(big));
     const h = newHandler({ tls: { ca: cert }, readBufferBytes: 32 * 1024 });
     const unit = 50_000;
     const p = await pumpUnits((await get(h, srv.port, { protocol: 'https:' })).body, unit, 4);
