@@ -145,6 +145,10 @@ export function createS3Driver(opts: S3Options) {
     requestHandler: direct,
     responseChecksumValidation: 'WHEN_REQUIRED',
   });
+  // Parts streamed while a client uploads can be aborted, and a send with options (the abort
+  // signal) is one the SDK's middleware cache cannot serve and clears for the whole client: on
+  // `client` that would undo the cache at every part. They get a client of their own.
+  const abortableParts = new S3Client({ ...config, cacheMiddleware: false });
 
   const key = (path: string) => prefix + path.slice(1);
   const dirKey = (path: string) => (path === '/' ? prefix : `${prefix}${path.slice(1)}/`);
@@ -325,6 +329,7 @@ export function createS3Driver(opts: S3Options) {
     destroy() {
       client.destroy();
       reads.destroy();
+      abortableParts.destroy();
       direct.destroy();
       void readWorkers?.close();
     },
@@ -433,11 +438,17 @@ export function createS3Driver(opts: S3Options) {
           uploadId ??= (await client.send(new CreateMultipartUploadCommand({ Bucket, Key: k }))).UploadId!;
         },
         async sendPart(PartNumber, Body, ContentLength, abortSignal) {
-          const r = await client.send(
-            new UploadPartCommand({ Bucket, Key: k, UploadId: uploadId!, PartNumber, Body, ContentLength }),
-            // Options, even empty ones, bypass the cached middleware stack.
-            abortSignal ? { abortSignal } : undefined,
-          );
+          const command = new UploadPartCommand({
+            Bucket,
+            Key: k,
+            UploadId: uploadId!,
+            PartNumber,
+            Body,
+            ContentLength,
+          });
+          const r = abortSignal
+            ? await abortableParts.send(command, { abortSignal })
+            : await client.send(command);
           return r.ETag!;
         },
       };
