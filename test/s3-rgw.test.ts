@@ -2,6 +2,8 @@
 // The StorageDriver contract suite, the S3 driver's own behaviour (multipart resumption, the
 // abandoned-upload sweep, start-up errors), and the registry end to end with real clients.
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import {
   CreateBucketCommand,
   CreateMultipartUploadCommand,
@@ -145,6 +147,64 @@ describe('S3 driver specifics', () => {
     expect((await contents(bucket)).filter((k) => k.startsWith('berth/b/'))).toEqual(['berth/b/dest']);
     await e.delete('/b/dest');
     expect(await contents(bucket)).toEqual(['berth/a/other']);
+  });
+
+  it('signs blob reads itself (RGW checks the signature), and reads through the SDK when that fails', async () => {
+    const bucket = await newBucket();
+    const data = randomBytes(3 * MiB + 5);
+    const seeded = createS3Driver(options(bucket));
+    await seeded.putContent('/blob', data);
+    seeded.destroy();
+    // A proxy in front of RGW that notes who sent each request (the SDK names itself in
+    // amz-sdk-invocation-id) and, when told, answers one request 503 itself.
+    const seen: string[] = [];
+    let failNext = false;
+    const target = new URL(rgw.endpoint);
+    const proxy = createServer((req, res) => {
+      seen.push(`${req.method} ${req.headers['amz-sdk-invocation-id'] ? 'sdk' : 'signed'}`);
+      if (failNext) {
+        failNext = false;
+        res.writeHead(503, { 'content-type': 'application/xml' });
+        res.end('<Error><Code>SlowDown</Code><Message>slow down</Message></Error>');
+        return;
+      }
+      const out = request(
+        { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+        (up) => {
+          res.writeHead(up.statusCode!, up.headers);
+          up.pipe(res);
+        },
+      );
+      req.pipe(out);
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const d = createS3Driver({
+      ...options(bucket),
+      endpoint: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+    });
+    const read = async (offset: number, length: number) => {
+      const parts: Buffer[] = [];
+      await d.copyTo('/blob', offset, length, async (c) => {
+        parts.push(Buffer.from(c));
+      });
+      return Buffer.concat(parts);
+    };
+    try {
+      expect((await read(0, data.length)).equals(data)).toBe(true);
+      expect((await read(MiB + 1, 1000)).equals(data.subarray(MiB + 1, MiB + 1001))).toBe(true);
+      expect(seen).toEqual(['GET signed', 'GET signed']); // one request per read, accepted as signed
+      seen.length = 0;
+      failNext = true;
+      expect((await read(7, MiB)).equals(data.subarray(7, 7 + MiB))).toBe(true);
+      expect(seen).toEqual(['GET signed', 'GET sdk']);
+      seen.length = 0;
+      // Errors come from the SDK's answer, as for every other request.
+      await expect(d.copyTo('/absent', 0, 10, async () => {})).rejects.toThrow(/not found/i);
+      expect(seen).toEqual(['GET signed', 'GET sdk']);
+    } finally {
+      d.destroy();
+      await new Promise((r) => proxy.close(r));
+    }
   });
 
   it('aborts multipart uploads abandoned before the cutoff', async () => {

@@ -4,9 +4,9 @@
 // for a socket that reads into reused buffers. On two cores shared with the S3 server and the
 // client, that difference was most of berth's gap to Distribution.
 //
-// The SDK still does everything but move bytes: it resolves the endpoint, signs, retries and
-// parses errors, because this is only the requestHandler of a second S3Client that sends nothing
-// but GetObject. The response body it returns is a real Readable (the SDK reads error bodies
+// It is the requestHandler of a second S3Client that sends nothing but GetObject, where the SDK
+// does everything but move bytes: it resolves the endpoint, signs, retries and parses errors.
+// The driver also hands it GETs it signed itself (s3-sign.ts), falling back to that client. The response body it returns is a real Readable (the SDK reads error bodies
 // through it) that also offers pump(sink): the sink gets views of the connection's read buffers,
 // which are reused as soon as the sink resolves, so a pull allocates nothing per read.
 //

@@ -11,10 +11,12 @@
 // both again. That is how an OCI upload spread over many PATCH requests, or over a restart,
 // becomes the parts of one multipart upload.
 //
-// Reads: copyTo(), which serves blobs, goes through a second client whose request handler
-// (s3-direct-get.ts) reads GET bodies into reused buffers. With readWorkers > 0 the driver also
-// offers copySealed(), which encrypted() uses for its content objects: worker threads do the GET
-// and the decryption (s3-read-workers.ts), leaving the main thread only the client's socket.
+// Reads: copyTo(), which serves blobs, signs its GET itself (s3-sign.ts) and sends it through
+// a request handler (s3-direct-get.ts) that reads bodies into reused buffers; a GET that does
+// not succeed that way is made again through a second client that uses the same handler. With
+// readWorkers > 0 the driver also offers copySealed(), which encrypted() uses for its content
+// objects: worker threads do the GET and the decryption (s3-read-workers.ts), leaving the main
+// thread only the client's socket.
 //
 // Retries: the SDK's standard mode retries throttling (SlowDown, 503) and transient errors
 // with exponential backoff and full jitter. Everything else becomes a StorageError naming the
@@ -48,8 +50,9 @@ import {
 } from './driver.ts';
 import type { SealedReads } from './encrypted.ts';
 import { createPartPipeline, type PartTarget, type SentPart } from './multipart.ts';
-import { createDirectGetHandler, DirectBody, DirectGetError } from './s3-direct-get.ts';
+import { createDirectGetHandler, DirectBody, DirectGetError, type DirectResponse } from './s3-direct-get.ts';
 import { createS3ReadWorkers } from './s3-read-workers.ts';
+import { createGetSigner, escapeS3Path } from './s3-sign.ts';
 
 export interface S3Options {
   /** Endpoint URL for S3-compatible servers; undefined for AWS S3 itself. */
@@ -145,6 +148,13 @@ export function createS3Driver(opts: S3Options) {
     requestHandler: direct,
     responseChecksumValidation: 'WHEN_REQUIRED',
   });
+  // Blob reads sign their ranged GET themselves (s3-sign.ts) and hand it straight to the direct
+  // handler: the SDK's own work per request cost a few milliseconds of CPU per read in profiles
+  // of pulls. Only with an endpoint and path-style URLs, where building the URL is no guess;
+  // anything but a 206 for exactly the range asked is dropped and the read made again through
+  // the SDK, which retries, corrects clock skew and names the error.
+  const signedGet =
+    opts.endpoint !== undefined && opts.forcePathStyle ? signedRangeGet(opts.endpoint) : undefined;
   // Parts streamed while a client uploads can be aborted, and a send with options (the abort
   // signal) is one the SDK's middleware cache cannot serve and clears for the whole client: on
   // `client` that would undo the cache at every part. They get a client of their own.
@@ -154,6 +164,45 @@ export function createS3Driver(opts: S3Options) {
   const dirKey = (path: string) => (path === '/' ? prefix : `${prefix}${path.slice(1)}/`);
   const tailKey = (path: string) => `${prefix}.pending/${path.slice(1)}`;
   const pathOf = (k: string) => `/${k.slice(prefix.length)}`;
+
+  /** A ranged GET of key k sent without the SDK: its body, or undefined to ask the SDK instead. */
+  function signedRangeGet(endpoint: string) {
+    const ep = new URL(endpoint);
+    const port = ep.port === '' ? undefined : Number(ep.port);
+    const base = `${ep.pathname.replace(/\/+$/, '')}/${escapeS3Path(Bucket)}/`;
+    const sign = createGetSigner();
+    return async (k: string, offset: number, length: number): Promise<DirectBody | undefined> => {
+      const range = `bytes=${offset}-${offset + length - 1}`;
+      const path = base + escapeS3Path(k);
+      let response: DirectResponse;
+      try {
+        const [credentials, region] = await Promise.all([reads.config.credentials(), reads.config.region()]);
+        const headers = sign({
+          host: ep.host,
+          path,
+          headers: { range },
+          region,
+          credentials,
+          now: new Date(Date.now() + reads.config.systemClockOffset),
+        });
+        ({ response } = await direct.handle({
+          method: 'GET',
+          protocol: ep.protocol,
+          hostname: ep.hostname,
+          port,
+          path,
+          headers,
+        }));
+      } catch {
+        return undefined; // the SDK tries again, with its retries, and reports what fails
+      }
+      const answered = response.headers['content-range'];
+      if (response.statusCode === 206 && answered?.startsWith(`${range.replace('=', ' ')}/`))
+        return response.body;
+      response.body.destroy();
+      return undefined;
+    };
+  }
 
   function wrap(path: string, e: unknown): Error {
     if (e instanceof StorageError) return e;
@@ -380,20 +429,22 @@ export function createS3Driver(opts: S3Options) {
         if (offset > h.size) throw new InvalidOffsetError(name, path, offset);
         return;
       }
-      let body: Readable;
-      try {
-        const r = await reads.send(
-          new GetObjectCommand({ Bucket, Key: key(path), Range: `bytes=${offset}-${offset + length - 1}` }),
-        );
-        body = r.Body as Readable;
-        if ((r.ContentLength ?? 0) < length) {
-          body.destroy();
-          throw new InvalidOffsetError(name, path, offset + length);
+      let body: Readable | undefined = await signedGet?.(key(path), offset, length);
+      if (!body) {
+        try {
+          const r = await reads.send(
+            new GetObjectCommand({ Bucket, Key: key(path), Range: `bytes=${offset}-${offset + length - 1}` }),
+          );
+          body = r.Body as Readable;
+          if ((r.ContentLength ?? 0) < length) {
+            body.destroy();
+            throw new InvalidOffsetError(name, path, offset + length);
+          }
+        } catch (e) {
+          if (errName(e) === 'InvalidRange' || httpStatus(e) === 416)
+            throw new InvalidOffsetError(name, path, offset);
+          throw wrap(path, e);
         }
-      } catch (e) {
-        if (errName(e) === 'InvalidRange' || httpStatus(e) === 416)
-          throw new InvalidOffsetError(name, path, offset);
-        throw wrap(path, e);
       }
       try {
         // The SDK hands our body through as is; were a middleware to wrap it (a checksum
