@@ -83,16 +83,24 @@ function bindContext(path: string, oid: Buffer, size: number, seg: number, inlin
   return `${path}\u0000${oid.toString('hex')}\u0000${size}\u0000${seg}\u0000${inline ? 'inline' : 'object'}`;
 }
 
+/** i as 64 bits big-endian at b[at..at+8] (without a BigInt: this runs for every segment). */
+function writeIndex(b: Buffer, i: number, at: number): void {
+  b.writeUInt32BE(Math.floor(i / 0x1_0000_0000), at);
+  b.writeUInt32BE(i >>> 0, at + 4);
+}
+
+// Nonce and AAD buffers come from Node's pool (allocUnsafe): the cipher copies both at once.
 function nonceFor(i: number): Buffer {
-  const n = Buffer.alloc(12);
-  n.writeBigUInt64BE(BigInt(i), 4);
+  const n = Buffer.allocUnsafe(12);
+  n.writeUInt32BE(0, 0);
+  writeIndex(n, i, 4);
   return n;
 }
 
 function aadFor(oid: Buffer, i: number, final: boolean): Buffer {
-  const a = Buffer.alloc(oid.length + 9);
+  const a = Buffer.allocUnsafe(oid.length + 9);
   oid.copy(a, 0);
-  a.writeBigUInt64BE(BigInt(i), oid.length);
+  writeIndex(a, i, oid.length);
   a[oid.length + 8] = final ? 1 : 0;
   return a;
 }
