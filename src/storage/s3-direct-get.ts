@@ -6,9 +6,10 @@
 //
 // It is the requestHandler of a second S3Client that sends nothing but GetObject, where the SDK
 // does everything but move bytes: it resolves the endpoint, signs, retries and parses errors.
-// The driver also hands it GETs it signed itself (s3-sign.ts), falling back to that client. The response body it returns is a real Readable (the SDK reads error bodies
-// through it) that also offers pump(sink): the sink gets views of the connection's read buffers,
-// which are reused as soon as the sink resolves, so a pull allocates nothing per read.
+// The driver also hands it GETs it signed itself (s3-sign.ts), falling back to that client.
+// The response body it returns is a real Readable (the SDK reads error bodies through it) that
+// also offers pump(sink): the sink gets views of the connection's read buffers, which are reused
+// as soon as the sink resolves, so a pull allocates nothing per read.
 //
 // HTTP/1.1 only, requests without a body only: status line and headers, then a body framed by
 // Content-Length, chunked transfer coding, or the end of the connection. Connections are kept

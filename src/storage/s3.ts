@@ -165,14 +165,16 @@ export function createS3Driver(opts: S3Options) {
   const tailKey = (path: string) => `${prefix}.pending/${path.slice(1)}`;
   const pathOf = (k: string) => `/${k.slice(prefix.length)}`;
 
-  /** A ranged GET of key k sent without the SDK: its body, or undefined to ask the SDK instead. */
+  /**
+   * A GET of `range` (bytes=first-last) of key k sent without the SDK: its body, or undefined to
+   * ask the SDK instead.
+   */
   function signedRangeGet(endpoint: string) {
     const ep = new URL(endpoint);
     const port = ep.port === '' ? undefined : Number(ep.port);
     const base = `${ep.pathname.replace(/\/+$/, '')}/${escapeS3Path(Bucket)}/`;
     const sign = createGetSigner();
-    return async (k: string, offset: number, length: number): Promise<DirectBody | undefined> => {
-      const range = `bytes=${offset}-${offset + length - 1}`;
+    return async (k: string, range: string): Promise<DirectBody | undefined> => {
       const path = base + escapeS3Path(k);
       let response: DirectResponse;
       try {
@@ -429,12 +431,11 @@ export function createS3Driver(opts: S3Options) {
         if (offset > h.size) throw new InvalidOffsetError(name, path, offset);
         return;
       }
-      let body: Readable | undefined = await signedGet?.(key(path), offset, length);
+      const Range = `bytes=${offset}-${offset + length - 1}`;
+      let body: Readable | undefined = await signedGet?.(key(path), Range);
       if (!body) {
         try {
-          const r = await reads.send(
-            new GetObjectCommand({ Bucket, Key: key(path), Range: `bytes=${offset}-${offset + length - 1}` }),
-          );
+          const r = await reads.send(new GetObjectCommand({ Bucket, Key: key(path), Range }));
           body = r.Body as Readable;
           if ((r.ContentLength ?? 0) < length) {
             body.destroy();
