@@ -36,6 +36,7 @@ import {
   reasonCode,
 } from './policy.ts';
 import { createPolicyStore, type PolicyStore } from './policy-store.ts';
+import { createPrincipalDecisions, type PrincipalReference } from './principal-decisions.ts';
 import {
   createRoleSessions,
   isSessionKeyId,
@@ -325,6 +326,15 @@ export interface Auth {
    * principal type, action or a malformed resource; NOT_FOUND for an unknown principal.
    */
   simulate(input: SimulateInput): Promise<Decision & { statements: SimulatedStatement[] }>;
+
+  /**
+   * A decision for a principal named by reference (`role/NAME`, `user/NAME`,
+   * `serviceaccount/NAME`) from its current policies, with no request: for whatever acts on its
+   * behalf later (a push hook as its role, an execution role pulling images). A principal that
+   * does not exist, or a disabled user, is denied. Denials are audited. Allow in development mode.
+   * See principal-decisions.ts.
+   */
+  authorizeAs(principal: PrincipalReference, action: string, resource: string): Promise<Decision>;
 
   /**
    * Temporary credentials for a role (task roles): `roleArnOrName` is `arn:aws:iam::ACCOUNT:role/NAME`
@@ -1350,6 +1360,14 @@ export function createAuth(opts: AuthOptions): Auth {
       }));
       return { ...decision, statements };
     },
+
+    authorizeAs: createPrincipalDecisions({
+      identities: identityStore,
+      policies: policyStore,
+      enabled,
+      now,
+      audit,
+    }),
 
     jwks: () => tokens.jwks(),
 
