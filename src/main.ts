@@ -181,6 +181,9 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
       images: imageReader(registry),
       webhooks: loadWebhooks(config.runner.webhooksFile),
       baseUrl: () => runnerBase,
+      // Hooks act as their rule's role, and execution roles pull images, long after any request.
+      decideAs: async (principal, action, resource) =>
+        (await auth.authorizeAs(principal, action, resource)).effect === 'Allow',
       ...(config.auth.enabled && {
         mintCredentials: (role: string, session: string) => auth.roleCredentials(role, session),
       }),

@@ -2,8 +2,17 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { checked, createMemoryDriver } from '../storage/index.ts';
 import { type Catalog, createCatalog } from './catalog.ts';
 import { createEcsApi, type EcsApi, type EcsCaller } from './ecs-api.ts';
-import { type EcsAction, EcsError, type EcsOperation, ecsOperations } from './ecs-protocol.ts';
-import type { RunTaskRequest, Service, ServiceScheduler, Task, TaskManager } from './model.ts';
+import { EcsError, type EcsOperation, ecsOperations } from './ecs-protocol.ts';
+import type { RunnerAction } from './launch-rights.ts';
+import type {
+  CreateServiceRequest,
+  RunTaskRequest,
+  Service,
+  ServiceScheduler,
+  Task,
+  TaskManager,
+  UpdateServiceRequest,
+} from './model.ts';
 
 const REGION = 'us-east-1';
 const ACCOUNT = '000000000000';
@@ -54,13 +63,18 @@ function fakeTasks(touches: Touches): TaskManager & { runs: RunTaskRequest[] } {
   };
 }
 
-function fakeServices(touches: Touches): ServiceScheduler & { created: number } {
+function fakeServices(
+  touches: Touches,
+): ServiceScheduler & { created: number; requests: (CreateServiceRequest | UpdateServiceRequest)[] } {
   const made = new Map<string, Service>();
+  const requests: (CreateServiceRequest | UpdateServiceRequest)[] = [];
   const out = {
     created: 0,
+    requests,
     async create(req) {
       touches.n++;
       out.created++;
+      requests.push(req);
       const s = {
         serviceArn: arn(`service/prod/${req.serviceName}`),
         serviceName: req.serviceName,
@@ -86,6 +100,7 @@ function fakeServices(touches: Touches): ServiceScheduler & { created: number } 
     },
     async update(req) {
       touches.n++;
+      requests.push(req);
       return made.get(req.serviceName)!;
     },
     async delete(_c, name) {
@@ -101,7 +116,7 @@ function fakeServices(touches: Touches): ServiceScheduler & { created: number } 
       return [...made.values()];
     },
     history: () => [],
-  } satisfies ServiceScheduler & { created: number };
+  } satisfies ServiceScheduler & { created: number; requests: unknown[] };
   return out;
 }
 
@@ -120,7 +135,11 @@ let touches: Touches;
 let api: EcsApi;
 let tasks: ReturnType<typeof fakeTasks>;
 let services: ReturnType<typeof fakeServices>;
-let asked: [EcsAction | 'iam:PassRole', string][];
+let asked: [RunnerAction, string][];
+/** What roles were asked (execution roles pulling images): [principal, action, resource]. */
+let askedAs: [string, RunnerAction, string][];
+/** Role -> the repositories it may pull. */
+let rolePulls: Record<string, string[]>;
 
 const allowAll: EcsCaller = {
   principalArn: `arn:aws:iam::${ACCOUNT}:user/admin`,
@@ -157,8 +176,15 @@ beforeEach(async () => {
     services,
     region: REGION,
     accountId: ACCOUNT,
+    ownHosts: ['localhost', 'registry.example'],
+    async decideAs(principal, action, resource) {
+      askedAs.push([principal, action, resource]);
+      return action === 'registry:Pull' && (rolePulls[principal] ?? []).includes(resource);
+    },
   });
   asked = [];
+  askedAs = [];
+  rolePulls = {};
 });
 
 async function ecsError(p: Promise<unknown>): Promise<EcsError> {
@@ -170,8 +196,11 @@ async function ecsError(p: Promise<unknown>): Promise<EcsError> {
   return e;
 }
 
-/** One request per operation, and the berth resources each must be authorized on. */
-const table: Record<EcsOperation, [Record<string, unknown>, string[]]> = {
+/**
+ * One request per operation, and the berth resources each must be authorized on: `ecs:<Operation>`
+ * on a string, the action given on a pair (starting tasks also pulls their images).
+ */
+const table: Record<EcsOperation, [Record<string, unknown>, (string | [RunnerAction, string])[]]> = {
   CreateCluster: [{ clusterName: 'team-a' }, ['cluster/team-a']],
   DescribeClusters: [{ clusters: ['prod', arn('cluster/other')] }, ['cluster/prod', 'cluster/other']],
   ListClusters: [{}, ['*']],
@@ -183,10 +212,13 @@ const table: Record<EcsOperation, [Record<string, unknown>, string[]]> = {
   ListTaskDefinitions: [{ familyPrefix: 'web' }, ['*']],
   ListTaskDefinitionFamilies: [{}, ['*']],
   DeregisterTaskDefinition: [{ taskDefinition: 'api:1' }, ['taskdefinition/api']],
-  RunTask: [{ cluster: 'prod', taskDefinition: 'web' }, ['taskdefinition/web']],
+  RunTask: [
+    { cluster: 'prod', taskDefinition: 'web' },
+    ['taskdefinition/web', ['registry:Pull', 'repository/busybox']],
+  ],
   StartTask: [
     { cluster: 'prod', taskDefinition: 'web', containerInstances: ['local'] },
-    ['taskdefinition/web'],
+    ['taskdefinition/web', ['registry:Pull', 'repository/busybox']],
   ],
   StopTask: [{ cluster: 'prod', task: TASK_ID }, [`task/prod/${TASK_ID}`]],
   DescribeTasks: [
@@ -196,7 +228,7 @@ const table: Record<EcsOperation, [Record<string, unknown>, string[]]> = {
   ListTasks: [{ cluster: 'prod' }, ['cluster/prod']],
   CreateService: [
     { cluster: 'prod', serviceName: 'web', taskDefinition: 'web', desiredCount: 1 },
-    ['service/prod/web'],
+    ['service/prod/web', ['registry:Pull', 'repository/busybox']],
   ],
   UpdateService: [
     { cluster: 'prod', service: arn('service/prod/web'), desiredCount: 2 },
@@ -218,7 +250,7 @@ describe('authorization', () => {
       const [input, resources] = table[op];
       asked = [];
       await api.handle(op, structuredClone(input), allowAll);
-      expect(asked, op).toEqual(resources.map((r) => [`ecs:${op}`, r]));
+      expect(asked, op).toEqual(resources.map((r) => (typeof r === 'string' ? [`ecs:${op}`, r] : r)));
     }
   });
 
@@ -401,5 +433,121 @@ describe('behaviour', () => {
       const err = await ecsError(api.handle('ListTasks', { cluster }, allowAll));
       expect([err.type, err.message]).toEqual(['ClusterNotFoundException', 'Cluster not found.']);
     }
+  });
+});
+
+describe('registry:Pull on the images', () => {
+  const secret = 'alice/secret';
+  /** Allowed every ECS action and iam:PassRole, and registry:Pull on team/app only. */
+  const ci: EcsCaller = {
+    principalArn: `arn:aws:iam::${ACCOUNT}:user/ci`,
+    async isAllowed(action, resource) {
+      asked.push([action, resource]);
+      return action !== 'registry:Pull' || resource === 'repository/team/app';
+    },
+  };
+  const register = (family: string, image: string, extra: Record<string, unknown> = {}) =>
+    api.handle(
+      'RegisterTaskDefinition',
+      { family, containerDefinitions: [{ name: 'main', image, memory: 32 }], ...extra },
+      allowAll,
+    );
+  const refusal = (principal: string, repository: string) =>
+    `User: ${principal} is not authorized to perform: registry:Pull on resource: repository/${repository} because no identity-based policy allows the registry:Pull action`;
+
+  it('is checked for the caller on every form of a berth image, before any task or service', async () => {
+    const forms = [
+      `${secret}:1`,
+      `${secret}@sha256:${'a'.repeat(64)}`,
+      `localhost:5000/${secret}:1`,
+      `registry.example/${secret}`,
+    ];
+    for (const [i, image] of forms.entries()) {
+      await register(`secret-${i}`, image);
+      for (const [op, input] of [
+        ['RunTask', { cluster: 'prod', taskDefinition: `secret-${i}` }],
+        ['StartTask', { cluster: 'prod', taskDefinition: `secret-${i}`, containerInstances: ['local'] }],
+        [
+          'CreateService',
+          { cluster: 'prod', serviceName: `s${i}`, taskDefinition: `secret-${i}`, desiredCount: 1 },
+        ],
+      ] as const) {
+        const e = await ecsError(api.handle(op, input, ci));
+        expect([op, image, e.type, e.message]).toEqual([
+          op,
+          image,
+          'AccessDeniedException',
+          refusal(ci.principalArn, secret),
+        ]);
+      }
+    }
+    expect(tasks.runs).toHaveLength(0);
+    expect(services.created).toBe(0);
+    // Every container counts, not only the first.
+    await api.handle(
+      'RegisterTaskDefinition',
+      {
+        family: 'two',
+        containerDefinitions: [
+          { name: 'app', image: 'team/app:1', memory: 32 },
+          { name: 'sidecar', image: `${secret}:1`, memory: 32 },
+        ],
+      },
+      allowAll,
+    );
+    const e = await ecsError(api.handle('RunTask', { cluster: 'prod', taskDefinition: 'two' }, ci));
+    expect(e.message).toBe(refusal(ci.principalArn, secret));
+    await register('mine', 'localhost/team/app:1');
+    await api.handle('RunTask', { cluster: 'prod', taskDefinition: 'mine' }, ci);
+    expect(tasks.runs).toHaveLength(1);
+  });
+
+  it('is checked on UpdateService when it deploys, not when it only scales', async () => {
+    await register('mine', 'team/app:1');
+    await register('theirs', `${secret}:1`);
+    await api.handle(
+      'CreateService',
+      { cluster: 'prod', serviceName: 'web', taskDefinition: 'mine', desiredCount: 1 },
+      ci,
+    );
+    expect(services.requests[0]).toMatchObject({ pullPrincipal: ci.principalArn });
+    const e = await ecsError(
+      api.handle('UpdateService', { cluster: 'prod', service: 'web', taskDefinition: 'theirs' }, ci),
+    );
+    expect(e.message).toBe(refusal(ci.principalArn, secret));
+    expect(services.requests).toHaveLength(1);
+    asked = [];
+    await api.handle('UpdateService', { cluster: 'prod', service: 'web', desiredCount: 3 }, ci);
+    expect(asked.filter(([a]) => a === 'registry:Pull')).toEqual([]);
+    expect(services.requests[1]).not.toHaveProperty('pullPrincipal');
+    await api.handle('UpdateService', { cluster: 'prod', service: 'web', forceNewDeployment: true }, ci);
+    expect(asked).toContainEqual(['registry:Pull', 'repository/team/app']);
+    expect(services.requests[2]).toMatchObject({ pullPrincipal: ci.principalArn });
+  });
+
+  it("is the execution role's when the definition names one, and the caller must pass that role", async () => {
+    const execArn = `arn:aws:iam::${ACCOUNT}:role/puller`;
+    await register('exec', `${secret}:1`, { executionRoleArn: execArn });
+    // The role may not pull it: refused in the role's name, whatever the caller may pull.
+    let e = await ecsError(api.handle('RunTask', { cluster: 'prod', taskDefinition: 'exec' }, allowAll));
+    expect(e.message).toBe(refusal(execArn, secret));
+    expect(askedAs).toContainEqual(['role/puller', 'registry:Pull', `repository/${secret}`]);
+    // The role may: the caller (who may not pull it) runs it, and the service records the role.
+    rolePulls['role/puller'] = [`repository/${secret}`];
+    await api.handle('RunTask', { cluster: 'prod', taskDefinition: 'exec' }, ci);
+    await api.handle(
+      'CreateService',
+      { cluster: 'prod', serviceName: 'x', taskDefinition: 'exec', desiredCount: 1 },
+      ci,
+    );
+    expect(services.requests.at(-1)).toMatchObject({ pullPrincipal: execArn });
+    // Without iam:PassRole on the execution role, its pull right is not the caller's to use.
+    const noPass: EcsCaller = {
+      principalArn: `arn:aws:iam::${ACCOUNT}:user/nopass`,
+      isAllowed: async (action) => action !== 'iam:PassRole',
+    };
+    e = await ecsError(api.handle('RunTask', { cluster: 'prod', taskDefinition: 'exec' }, noPass));
+    expect(e.message).toContain(`iam:PassRole on resource: ${execArn}`);
+    expect(tasks.runs).toHaveLength(1);
   });
 });

@@ -18,10 +18,14 @@
 //   service/CLUSTER/NAME    Create/Update/Describe/DeleteService
 //   task/CLUSTER/ID         StopTask, DescribeTasks
 //   *                       ListClusters, ListTaskDefinitions, ListTaskDefinitionFamilies
-// and AccessDeniedException names the ECS ARN, in ECS's words.
+// and AccessDeniedException names the ECS ARN, in ECS's words. What starts tasks (RunTask,
+// StartTask, CreateService, and UpdateService when it deploys) is checked further once the task
+// definition is read (launch-rights.ts): iam:PassRole on its task and execution roles, and
+// registry:Pull on every image, as the execution role when it names one.
 import type { Logger } from '../log.ts';
 import { type Catalog, CLUSTER_NAME, type ClusterRecord } from './catalog.ts';
 import { type EcsAction, EcsError, type EcsOperation, ecsMessages } from './ecs-protocol.ts';
+import { type Actor, authorizeLaunch, type DecideAs, type Launch, requireAllowed } from './launch-rights.ts';
 import type {
   ContainerOverride,
   DeploymentConfiguration,
@@ -34,13 +38,8 @@ import type {
 import { DEFAULT_CLUSTER } from './model.ts';
 import { parseTaskDefinitionRef, type Tag, type TaskDefinition } from './task-definitions.ts';
 
-/** Who is calling, as the HTTP layer authenticated them. */
-export interface EcsCaller {
-  /** The caller as an IAM-style ARN: registeredBy, createdBy and AccessDeniedException name it. */
-  readonly principalArn: string;
-  /** The policy's answer for `action` on a berth resource (cluster/NAME, ..., or `*`; role/NAME for iam:PassRole). */
-  isAllowed(action: EcsAction | 'iam:PassRole', resource: string): Promise<boolean>;
-}
+/** Who is calling, as the HTTP layer authenticated them (principalArn names it in createdBy and denials). */
+export type EcsCaller = Actor;
 
 export interface EcsApiOptions {
   catalog: Catalog;
@@ -49,6 +48,10 @@ export interface EcsApiOptions {
   region: string;
   accountId: string;
   log?: Logger;
+  /** Decisions for a named role (an execution role pulling images): auth's authorizeAs. */
+  decideAs: DecideAs;
+  /** Registry host names meaning "this berth" in an image reference. */
+  ownHosts: readonly string[];
   /** Milliseconds since the epoch (CreateService client tokens expire after 24 h). */
   now?: () => number;
 }
@@ -375,25 +378,17 @@ export function createEcsApi(opts: EcsApiOptions): EcsApi {
   /** CreateService's clientToken -> the service it created, for retries within 24 h (memory only). */
   const serviceTokens = new Map<string, { serviceArn: string; expires: number }>();
 
-  async function authorize(caller: EcsCaller, action: EcsAction, resource: string, arn: string) {
-    if (!(await caller.isAllowed(action, resource)))
-      throw new EcsError('AccessDeniedException', ecsMessages.accessDenied(caller.principalArn, action, arn));
-  }
+  const authorize = (caller: EcsCaller, action: EcsAction, resource: string, arn: string) =>
+    requireAllowed(caller, action, resource, arn);
 
   /**
-   * Starting a task (or a service's tasks) with a task role hands that role's rights to the task,
-   * so, as on AWS, the caller must be allowed iam:PassRole on the role: the right to run tasks is
-   * not a way to gain any role's rights.
+   * Starting tasks hands them a role's rights and an image's bytes, so, as on AWS, the caller must
+   * be allowed iam:PassRole on the task and execution roles, and the images must be pullable by
+   * the execution role (or, without one, the caller): see launch-rights.ts. Answers whose pull
+   * right pinned the images, for the deployment to record.
    */
-  async function mayPassRole(caller: EcsCaller, roleArn: string | undefined) {
-    if (!roleArn) return;
-    const name = /^arn:[^:]+:iam::[^:]*:role\/(?:.*\/)?([^/]+)$/.exec(roleArn)?.[1] ?? roleArn;
-    if (!(await caller.isAllowed('iam:PassRole', `role/${name}`)))
-      throw new EcsError(
-        'AccessDeniedException',
-        ecsMessages.accessDenied(caller.principalArn, 'iam:PassRole', roleArn),
-      );
-  }
+  const mayLaunch = (caller: EcsCaller, launch: Launch) =>
+    authorizeLaunch(caller, launch, { decideAs: opts.decideAs, ownHosts: opts.ownHosts });
 
   /**
    * Describe* over a list of references: every one that parses is authorized first (a denied
@@ -624,11 +619,11 @@ export function createEcsApi(opts: EcsApiOptions): EcsApi {
     await authorize(caller, action, `taskdefinition/${family}`, taskDefinitionArn(family, revision));
     const c = await cluster(r);
     const { td, tags: tdTags } = await runnableTaskDefinition(ref);
-    await mayPassRole(caller, overrides?.taskRoleArn ?? td.taskRoleArn);
     for (const o of overrides?.containerOverrides ?? []) {
       if (!td.containerDefinitions.some((d) => d.name === o.name))
         invalid(`Override for container named ${o.name} is not a container in the TaskDefinition.`);
     }
+    await mayLaunch(caller, { taskDefinition: td, overrides });
     let taskTags = tags;
     if (propagate === 'TASK_DEFINITION') {
       const own = new Set(tags.map((t) => t.key));
@@ -663,6 +658,13 @@ export function createEcsApi(opts: EcsApiOptions): EcsApi {
         `the one container instance of each cluster, ${containerInstanceArn(region, accountId, clusterName)} ` +
         `(or '${LOCAL_CONTAINER_INSTANCE_ID}' for short).`,
     );
+  }
+
+  /** The task definition a service's PRIMARY deployment runs (what forceNewDeployment deploys again). */
+  async function primaryTaskDefinition(service: Service): Promise<TaskDefinition | undefined> {
+    const arn =
+      service.deployments.find((d) => d.status === 'PRIMARY')?.taskDefinition ?? service.taskDefinition;
+    return (await catalog.describeTaskDefinition(arn))?.taskDefinition;
   }
 
   function existingService(clusterRec: ClusterRecord, name: string): Service {
@@ -982,7 +984,7 @@ export function createEcsApi(opts: EcsApiOptions): EcsApi {
       }
       if (existing && existing.status !== 'INACTIVE') invalid('Creation of service was not idempotent.');
       const { td } = await runnableTaskDefinition(ref);
-      await mayPassRole(caller, td.taskRoleArn);
+      const { puller } = await mayLaunch(caller, { taskDefinition: td });
       const service = await services.create({
         clusterArn: c.clusterArn,
         serviceName: name,
@@ -991,6 +993,7 @@ export function createEcsApi(opts: EcsApiOptions): EcsApi {
         ...(deploymentConfiguration !== undefined ? { deploymentConfiguration } : {}),
         ...(grace !== undefined ? { healthCheckGracePeriodSeconds: grace } : {}),
         createdBy: caller.principalArn,
+        pullPrincipal: puller,
         ...(tags.length > 0 ? { tags } : {}),
       });
       if (clientToken !== undefined) {
@@ -1048,11 +1051,16 @@ export function createEcsApi(opts: EcsApiOptions): EcsApi {
       if (current.status !== 'ACTIVE')
         throw new EcsError('ServiceNotActiveException', ecsMessages.serviceNotActive);
       const td = tdRef !== undefined && tdRef !== '' ? (await runnableTaskDefinition(tdRef)).td : undefined;
-      await mayPassRole(caller, td?.taskRoleArn);
+      // A new deployment (another task definition, or forceNewDeployment re-resolving the tags)
+      // is checked as CreateService is; a change of desiredCount alone starts more tasks of the
+      // current deployment, on the digests and the pull right it recorded.
+      const deploys = td ?? (force ? await primaryTaskDefinition(current) : undefined);
+      const launch = deploys ? await mayLaunch(caller, { taskDefinition: deploys }) : undefined;
       const service = await services.update({
         clusterArn: c.clusterArn,
         serviceName: name,
         ...(td !== undefined ? { taskDefinition: td } : {}),
+        ...(launch !== undefined ? { pullPrincipal: launch.puller } : {}),
         ...(desiredCount !== undefined ? { desiredCount } : {}),
         ...(deploymentConfiguration !== undefined ? { deploymentConfiguration } : {}),
         ...(force !== undefined ? { forceNewDeployment: force } : {}),

@@ -188,6 +188,13 @@ export interface Deployment {
   updatedAt: number;
   /** What created it: "CreateService", "UpdateService", "hook:<ruleId>", "rollback:<deploymentId>". */
   reason?: string;
+  /**
+   * Whose registry:Pull right pinned pinnedImages when the deployment was created (an IAM-style
+   * ARN: the caller, the execution role, or a hook rule's role). Every later task of the
+   * deployment (replacements, scale-out, a rollback to it) runs those digests on that right,
+   * without a caller. Absent on deployments made before pull rights were checked.
+   */
+  pullPrincipal?: string;
 }
 
 export interface ServiceEvent {
@@ -229,6 +236,8 @@ export interface CreateServiceRequest {
   healthCheckGracePeriodSeconds?: number;
   createdBy?: string;
   tags?: { key: string; value: string }[];
+  /** Whose pull right was checked for the first deployment's images (Deployment.pullPrincipal). */
+  pullPrincipal?: string;
 }
 
 export interface UpdateServiceRequest {
@@ -241,6 +250,8 @@ export interface UpdateServiceRequest {
   healthCheckGracePeriodSeconds?: number;
   /** Who asked, for the deployment's reason ("UpdateService" when absent). */
   reason?: string;
+  /** Whose pull right was checked for a new deployment's images (Deployment.pullPrincipal). */
+  pullPrincipal?: string;
 }
 
 /** What keeps services at desiredCount and rolls their deployments (runner/services.ts). */

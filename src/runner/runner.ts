@@ -22,6 +22,7 @@ import type { RollServiceAction, RunTaskAction } from './hook-rules.ts';
 import { createHooks, type HookActions, type Hooks } from './hooks.ts';
 import { createHost } from './host.ts';
 import { createImages, type ImageSource, parseImageRef } from './images.ts';
+import type { DecideAs } from './launch-rights.ts';
 import { createLayerStore } from './layers.ts';
 import { DEFAULT_CLUSTER, type Deployment } from './model.ts';
 import { createNetworks } from './network.ts';
@@ -55,6 +56,11 @@ export interface RunnerOptions {
   baseUrl: () => string | undefined;
   /** Short-lived credentials for a role (auth's role sessions). */
   mintCredentials?: MintCredentials;
+  /**
+   * Decisions for a principal named by reference (`role/NAME`) from its current policies (auth's
+   * authorizeAs): what hooks act with, and what execution roles pull with.
+   */
+  decideAs: DecideAs;
   /** Where a running executor is not wanted (tests of the API alone); default: create one. */
   executor?: Executor;
 }
@@ -265,7 +271,16 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
     log,
     resolveImages,
   });
-  const ecs = createEcsApi({ catalog, tasks, services, region, accountId, log });
+  const ecs = createEcsApi({
+    catalog,
+    tasks,
+    services,
+    region,
+    accountId,
+    log,
+    decideAs: opts.decideAs,
+    ownHosts,
+  });
 
   // --- hook actions ---------------------------------------------------------------------------
 

@@ -258,6 +258,7 @@ async function createService(
     config?: Partial<DeploymentConfiguration>;
     grace?: number;
     name?: string;
+    pullPrincipal?: string;
   } = {},
 ) {
   const service = await h.scheduler.create({
@@ -265,6 +266,7 @@ async function createService(
     serviceName: opts.name ?? 'web',
     taskDefinition: opts.td ?? taskDefinition(1),
     desiredCount,
+    ...(opts.pullPrincipal !== undefined ? { pullPrincipal: opts.pullPrincipal } : {}),
     ...(opts.config ? { deploymentConfiguration: opts.config } : {}),
     ...(opts.grace !== undefined ? { healthCheckGracePeriodSeconds: opts.grace } : {}),
   });
@@ -517,14 +519,20 @@ describe('service scheduler: circuit breaker', () => {
 
   it('counts tasks that start and then crash, and rolls back to the previous pinned digests', async () => {
     const h = await harness();
-    await createService(h, 2, { config: breaker(true) });
+    const alice = 'arn:aws:iam::000000000000:user/alice';
+    await createService(h, 2, { config: breaker(true), pullPrincipal: alice });
     await converge(h);
     const good = primary(h);
-    expect(good.rolloutState).toBe('COMPLETED');
+    expect(good).toMatchObject({ rolloutState: 'COMPLETED', pullPrincipal: alice });
 
     // The tag moves on, and the new revision crashes shortly after it starts.
     h.registry.move('registry.local/team/app:latest', 'sha256:bad');
-    await h.scheduler.update({ clusterArn: CLUSTER, serviceName: 'web', taskDefinition: taskDefinition(2) });
+    await h.scheduler.update({
+      clusterArn: CLUSTER,
+      serviceName: 'web',
+      taskDefinition: taskDefinition(2),
+      pullPrincipal: 'arn:aws:iam::000000000000:role/hook',
+    });
     await h.settle();
     const bad = primary(h);
     expect(bad.pinnedImages).toEqual({ app: 'registry.local/team/app@sha256:bad' });
@@ -558,8 +566,11 @@ describe('service scheduler: circuit breaker', () => {
       reason: `rollback:${bad.id}`,
       taskDefinition: good.taskDefinition,
       pinnedImages: { app: 'registry.local/team/app@sha256:aaa' },
+      // The completed deployment's digests, on the right that pinned them.
+      pullPrincipal: alice,
       rolloutState: 'IN_PROGRESS',
     });
+    expect(failed?.pullPrincipal).toBe('arn:aws:iam::000000000000:role/hook');
     expect(s.taskDefinition).toBe(good.taskDefinition);
     expect(h.registry.calls).toBe(resolutions); // the rollback resolved nothing
     expect(messages(h)).toContain(

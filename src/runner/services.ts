@@ -50,7 +50,13 @@ export interface ServiceRecord {
   /** The task definitions the current deployments (and the rollback target) run, by ARN. */
   taskDefinitions: Record<string, TaskDefinition>;
   /** The last deployment that reached COMPLETED: what a rollback returns to, images pinned. */
-  lastCompleted?: { deploymentId: string; taskDefinitionArn: string; pinnedImages: Record<string, string> };
+  lastCompleted?: {
+    deploymentId: string;
+    taskDefinitionArn: string;
+    pinnedImages: Record<string, string>;
+    /** The completed deployment's pull right, which a rollback to it runs on (Deployment.pullPrincipal). */
+    pullPrincipal?: string;
+  };
   /** Deployments whose images could not be resolved yet (resolution is retried). */
   unresolvedDeployments: string[];
   /**
@@ -241,8 +247,9 @@ export function createServiceScheduler(deps: ServiceSchedulerDeps): RunningServi
     entry: Entry,
     taskDefinition: TaskDefinition,
     reason: string,
-    pinnedImages?: Record<string, string>,
+    pull: { pinnedImages?: Record<string, string>; pullPrincipal?: string | undefined } = {},
   ): Promise<Deployment> {
+    const { pinnedImages, pullPrincipal } = pull;
     const { record } = entry;
     const now = nowSeconds();
     const id = newDeploymentId();
@@ -260,6 +267,7 @@ export function createServiceScheduler(deps: ServiceSchedulerDeps): RunningServi
       createdAt: now,
       updatedAt: now,
       reason,
+      ...(pullPrincipal !== undefined && { pullPrincipal }),
     };
     for (const d of record.service.deployments) {
       if (d.status === 'PRIMARY') {
@@ -326,7 +334,7 @@ export function createServiceScheduler(deps: ServiceSchedulerDeps): RunningServi
       return;
     }
     // The same digests the completed deployment ran: a rollback must not pick up a moved tag.
-    const rollback = await addDeployment(entry, taskDefinition, `rollback:${failed.id}`, target.pinnedImages);
+    const rollback = await addDeployment(entry, taskDefinition, `rollback:${failed.id}`, target);
     rollback.rolloutStateReason = `ECS deployment circuit breaker: rolling back to deploymentId ${target.deploymentId}.`;
     addEvent(record, `${tag(record)} rolling back to deployment ${target.deploymentId}.`);
   }
@@ -585,6 +593,7 @@ export function createServiceScheduler(deps: ServiceSchedulerDeps): RunningServi
           deploymentId: primary.id,
           taskDefinitionArn: primary.taskDefinition,
           pinnedImages: { ...primary.pinnedImages },
+          ...(primary.pullPrincipal !== undefined && { pullPrincipal: primary.pullPrincipal }),
         };
         addEvent(record, `${tag(record)} (deployment ${primary.id}) deployment completed.`);
       }
@@ -768,7 +777,7 @@ export function createServiceScheduler(deps: ServiceSchedulerDeps): RunningServi
     const entry = newEntry(record);
     entries.set(key, entry);
     return exclusive(entry, async () => {
-      await addDeployment(entry, req.taskDefinition, 'CreateService');
+      await addDeployment(entry, req.taskDefinition, 'CreateService', { pullPrincipal: req.pullPrincipal });
       await deps.store.save(record);
       void schedulePass(entry);
       return view(entry);
@@ -800,7 +809,9 @@ export function createServiceScheduler(deps: ServiceSchedulerDeps): RunningServi
       if (changed || req.forceNewDeployment || !current) {
         const taskDefinition = req.taskDefinition ?? current;
         if (!taskDefinition) throw new EcsError('ClientException', ecsMessages.taskDefinitionNotFound);
-        await addDeployment(entry, taskDefinition, req.reason ?? 'UpdateService');
+        await addDeployment(entry, taskDefinition, req.reason ?? 'UpdateService', {
+          pullPrincipal: req.pullPrincipal,
+        });
       } else if (primary) {
         primary.desiredCount = service.desiredCount;
         primary.updatedAt = nowSeconds();

@@ -289,6 +289,9 @@ beforeAll(async () => {
     services: services.scheduler,
     region: REGION,
     accountId: ACCOUNT,
+    ownHosts: ['127.0.0.1', 'localhost'],
+    decideAs: async (principal, action, resource) =>
+      (await auth.authorizeAs(principal, action, resource)).effect === 'Allow',
   });
   const app = new Hono<AppEnv>({ strict: false });
   app.use(requestContext({ log: silentLogger, trustProxy: false, scheme: 'https' }));

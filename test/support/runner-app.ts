@@ -69,6 +69,8 @@ export async function startRunnerApp(opts: {
     webhooks: opts.webhooks ?? [],
     baseUrl: () => undefined,
     mintCredentials: (role, session) => auth.roleCredentials(role, session),
+    decideAs: async (principal, action, resource) =>
+      (await auth.authorizeAs(principal, action, resource)).effect === 'Allow',
   });
   runner = started;
   await started.start();
