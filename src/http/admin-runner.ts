@@ -4,6 +4,7 @@
 import type { Context, Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import {
+  type Actor,
   HookError,
   type LogEntry,
   type Runner,
@@ -11,6 +12,7 @@ import {
   SecretError,
   WebhookError,
 } from '../runner/index.ts';
+import type { AdminCaller } from './admin.ts';
 import {
   ApiError,
   childPath,
@@ -230,6 +232,15 @@ export function runnerRoutes(app: Hono<AppEnv>, kit: Kit, runner: Runner): void 
   // ---- hook rules and runs ----
 
   const ruleId = (c: Context<AppEnv>) => pathName(c, 'id', 'hook rule');
+  /**
+   * Who writes a rule, as the runner checks them: the caller's own rights (iam:PassRole on the
+   * rule's role), decided and audited as every admin decision is.
+   */
+  const ruleAuthor = (c: Context<AppEnv>, caller: AdminCaller): Actor => ({
+    principalArn: caller.subject ?? `${caller.principal.type}/${caller.principal.name}`,
+    isAllowed: async (action, resource) =>
+      (await kit.deps.authorize(caller, action, resource, c)).effect === 'Allow',
+  });
   const ruleBody = { rule: required(jsonObject()) };
 
   app.get(
@@ -246,8 +257,8 @@ export function runnerRoutes(app: Hono<AppEnv>, kit: Kit, runner: Runner): void 
     '/hooks',
     op(
       { action: 'ecs:ManageHooks', change: true, body: ruleBody, resource: () => 'hook/*' },
-      async ({ c, body, note }) => {
-        const rule = await runnerCall(() => runner.hooks.rules.create(body.rule));
+      async ({ c, caller, body, note }) => {
+        const rule = await runnerCall(() => runner.hooks.rules.create(body.rule, ruleAuthor(c, caller)));
         note({ id: rule.id });
         return json(c, rule, 201, { Location: childPath(c, rule.id) });
       },
@@ -283,7 +294,11 @@ export function runnerRoutes(app: Hono<AppEnv>, kit: Kit, runner: Runner): void 
     '/hooks/:id',
     op(
       { action: 'ecs:ManageHooks', change: true, body: ruleBody, resource: (c) => `hook/${ruleId(c)}` },
-      async ({ c, body }) => json(c, await runnerCall(() => runner.hooks.rules.update(ruleId(c), body.rule))),
+      async ({ c, caller, body }) =>
+        json(
+          c,
+          await runnerCall(() => runner.hooks.rules.update(ruleId(c), body.rule, ruleAuthor(c, caller))),
+        ),
     ),
   );
 

@@ -12,9 +12,17 @@ import {
 } from './hook-rules.ts';
 
 const runTask = { type: 'runTask', taskDefinition: 'web' } as const;
+const roleArn = 'arn:aws:iam::000000000000:role/deployer';
 
 function rule(fields: Record<string, unknown>): HookRule {
-  const valid = validateRuleFields({ name: 'r', repository: '**', tag: '*', action: runTask, ...fields });
+  const valid = validateRuleFields({
+    name: 'r',
+    repository: '**',
+    tag: '*',
+    roleArn,
+    action: runTask,
+    ...fields,
+  });
   return { id: 'hr-000000000001', ...valid, createdAt: '', updatedAt: '' };
 }
 
@@ -98,6 +106,7 @@ describe('validateRuleFields', () => {
       name: ' deploy ',
       repository: 'app',
       tag: 'semver:^1',
+      roleArn,
       action: runTask,
     });
     expect(semver).toEqual({
@@ -106,23 +115,31 @@ describe('validateRuleFields', () => {
       tag: 'semver:^1',
       newerOnly: true,
       enabled: true,
+      roleArn,
       action: { type: 'runTask', cluster: 'default', taskDefinition: 'web', count: 1 },
     });
     expect(
-      validateRuleFields({ name: 'x', repository: 'app', tag: 'latest', action: runTask }).newerOnly,
+      validateRuleFields({ name: 'x', repository: 'app', tag: 'latest', roleArn, action: runTask }).newerOnly,
     ).toBe(false);
   });
 
   it('refuses newerOnly where there is no order', () => {
     const err = error(() =>
-      validateRuleFields({ name: 'x', repository: 'app', tag: 'latest', newerOnly: true, action: runTask }),
+      validateRuleFields({
+        name: 'x',
+        repository: 'app',
+        tag: 'latest',
+        newerOnly: true,
+        roleArn,
+        action: runTask,
+      }),
     );
     expect(err.field).toBe('newerOnly');
     expect(err.message).toMatch(/needs a "semver:" tag pattern/);
   });
 
   it('names the field at fault', () => {
-    const base = { name: 'x', repository: 'app', tag: 'latest' };
+    const base = { name: 'x', repository: 'app', tag: 'latest', roleArn };
     const cases: [Record<string, unknown>, string, RegExp][] = [
       [{ ...base, action: { type: 'deploy' } }, 'action.type', /must be "runTask" or "rollService"/],
       [{ ...base, action: { type: 'runTask' } }, 'action.taskDefinition', /is required/],
@@ -144,6 +161,20 @@ describe('validateRuleFields', () => {
       [{ ...base, enabled: 'yes', action: runTask }, 'enabled', /true or false/],
       [{ repository: 'app', tag: 'latest', action: runTask }, 'name', /is required/],
       [{ ...base }, 'action', /is required/],
+      [{ ...base, roleArn: undefined, action: runTask }, 'roleArn', /is required: the role the rule acts as/],
+      [{ ...base, roleArn: 'deployer', action: runTask }, 'roleArn', /is not a role ARN/],
+      [{ ...base, roleArn: 'arn:aws:iam::0:role/deployer', action: runTask }, 'roleArn', /is not a role ARN/],
+      [
+        { ...base, roleArn: 'arn:aws:iam::000000000000:user/admin', action: runTask },
+        'roleArn',
+        /is not a role ARN/,
+      ],
+      [
+        { ...base, roleArn: 'arn:aws:iam::000000000000:role/Admin', action: runTask },
+        'roleArn',
+        /is not a role ARN/,
+      ],
+      [{ ...base, roleArn: 7, action: runTask }, 'roleArn', /is not a role ARN/],
     ];
     for (const [input, field, message] of cases) {
       const err = error(() => validateRuleFields(input));
@@ -154,8 +185,33 @@ describe('validateRuleFields', () => {
     }
   });
 
+  it('accepts a role ARN with a path, and lets a rule without a role be edited only while disabled', () => {
+    const withPath = 'arn:aws:iam::123456789012:role/teams/web/deployer';
+    expect(
+      validateRuleFields({ name: 'x', repository: 'app', tag: 'latest', roleArn: withPath, action: runTask })
+        .roleArn,
+    ).toBe(withPath);
+    // A rule stored before rules had roles: disabling or renaming it works, enabling it needs a role.
+    const { roleArn: _none, ...legacy } = validateRuleFields({
+      name: 'x',
+      repository: 'app',
+      tag: 'latest',
+      roleArn,
+      action: runTask,
+    });
+    expect(validateRuleFields({ enabled: false, name: 'old' }, legacy)).toMatchObject({ enabled: false });
+    expect(error(() => validateRuleFields({ name: 'still on' }, legacy)).field).toBe('roleArn');
+    expect(validateRuleFields({ roleArn }, legacy).roleArn).toBe(roleArn);
+  });
+
   it('applies a patch over a rule, re-deriving newerOnly when only the pattern changes', () => {
-    const base = validateRuleFields({ name: 'x', repository: 'app', tag: 'latest', action: runTask });
+    const base = validateRuleFields({
+      name: 'x',
+      repository: 'app',
+      tag: 'latest',
+      roleArn,
+      action: runTask,
+    });
     expect(validateRuleFields({ tag: 'semver:^2' }, base).newerOnly).toBe(true);
     expect(validateRuleFields({ tag: 'semver:^2', newerOnly: false }, base).newerOnly).toBe(false);
     expect(validateRuleFields({ enabled: false }, base)).toEqual({ ...base, enabled: false });

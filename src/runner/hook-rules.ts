@@ -10,6 +10,10 @@
 //   - anything else: exactly that tag (`latest`).
 // `1.x` without the prefix is the literal tag "1.x" (a valid tag name), never a range, so what a
 // rule matches can be told from the pattern alone.
+//
+// A rule acts as the role `roleArn` names, as an EventBridge rule acts with its RoleArn: the rights
+// it acts with are that role's, checked when the rule is written and again on every run
+// (hook-rights.ts). Rules stored before rules had roles load without one and never act.
 
 import type { ManifestPushed } from '../events.ts';
 import { DEFAULT_CLUSTER, type TaskOverride } from './model.ts';
@@ -43,6 +47,11 @@ export interface HookRule {
   /** Semver patterns only: run only for a version higher than any this rule ran for in the repository. */
   readonly newerOnly: boolean;
   readonly enabled: boolean;
+  /**
+   * `arn:aws:iam::ACCOUNT:role/NAME`: the berth role whose rights the rule acts with. Required of
+   * every enabled rule; absent only on rules stored before rules had roles, which never act.
+   */
+  readonly roleArn?: string;
   readonly action: HookAction;
   readonly createdAt: string;
   readonly updatedAt: string;
@@ -51,12 +60,12 @@ export interface HookRule {
 /** The fields a client sets; the rest (id, timestamps) are the store's. */
 export type HookRuleFields = Omit<HookRule, 'id' | 'createdAt' | 'updatedAt'>;
 
-export type HookErrorCode = 'INVALID' | 'NOT_FOUND';
+export type HookErrorCode = 'INVALID' | 'NOT_FOUND' | 'FORBIDDEN';
 
 /** A request about rules or runs that cannot be served; `message` is fit to show the client. */
 export class HookError extends Error {
   readonly code: HookErrorCode;
-  /** For INVALID: the field at fault, dotted (`action.count`). */
+  /** For INVALID and FORBIDDEN: the field at fault, dotted (`action.count`, `roleArn`). */
   readonly field: string | undefined;
   constructor(code: HookErrorCode, message: string, field?: string) {
     super(message);
@@ -67,6 +76,17 @@ export class HookError extends Error {
 }
 
 const invalid = (field: string, message: string) => new HookError('INVALID', `${field}: ${message}`, field);
+
+/**
+ * A run the rule's role may not carry out (or a rule with no role): recorded on the run as
+ * `denied`, with this message as its reason; nothing was started.
+ */
+export class HookDenied extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'HookDenied';
+  }
+}
 
 // ---- repository globs ---------------------------------------------------------------------------
 
@@ -208,7 +228,10 @@ export function ignoredBecause(event: ManifestPushed): string | undefined {
 
 // ---- validation ---------------------------------------------------------------------------------
 
-const ruleFieldNames = new Set(['name', 'repository', 'tag', 'newerOnly', 'enabled', 'action']);
+const ruleFieldNames = new Set(['name', 'repository', 'tag', 'newerOnly', 'enabled', 'roleArn', 'action']);
+/** A role as task roles name one; the name is a berth identity name. */
+const roleArnGrammar =
+  /^arn:aws[a-z-]*:iam::\d{12}:role\/(?:[A-Za-z0-9+=,.@_-]+\/)*[a-z0-9][a-z0-9._@-]{0,63}$/;
 const familyOrRevision = /^[A-Za-z0-9_-]{1,255}(?::[1-9][0-9]{0,8})?$/;
 const taskDefinitionArn =
   /^arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}:task-definition\/[A-Za-z0-9_-]{1,255}(?::[1-9][0-9]{0,8})?$/;
@@ -367,9 +390,32 @@ export function validateRuleFields(input: unknown, base?: HookRuleFields): HookR
   }
   const enabled = merged.enabled ?? true;
   if (typeof enabled !== 'boolean') throw invalid('enabled', 'must be true or false');
+  const roleArn = merged.roleArn;
+  if (roleArn === undefined) {
+    // A rule from before rules had roles may still be edited while disabled (to be deleted or
+    // given a role later); a new rule, or one that is to act, needs one.
+    if (!base || enabled)
+      throw invalid(
+        'roleArn',
+        'is required: the role the rule acts as (arn:aws:iam::ACCOUNT:role/NAME), which needs the rights its action uses',
+      );
+  } else if (typeof roleArn !== 'string' || !roleArnGrammar.test(roleArn)) {
+    throw invalid(
+      'roleArn',
+      `${JSON.stringify(roleArn)} is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME, NAME a berth role)`,
+    );
+  }
   if (merged.action === undefined) throw invalid('action', 'is required');
   const action = validateAction(merged.action);
-  return { name: name.trim(), repository, tag, newerOnly, enabled, action };
+  return {
+    name: name.trim(),
+    repository,
+    tag,
+    newerOnly,
+    enabled,
+    ...(roleArn !== undefined && { roleArn }),
+    action,
+  };
 }
 
 // ---- matching -----------------------------------------------------------------------------------

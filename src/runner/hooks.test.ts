@@ -2,8 +2,15 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { ManifestPushed } from '../events.ts';
 import { silentLogger } from '../log.ts';
 import { createMemoryDriver, type StorageDriver } from '../storage/index.ts';
-import { HookError, type RollServiceAction, type RunTaskAction } from './hook-rules.ts';
+import {
+  HookDenied,
+  HookError,
+  type HookRuleFields,
+  type RollServiceAction,
+  type RunTaskAction,
+} from './hook-rules.ts';
 import { createHooks, type HookActions, type Hooks } from './hooks.ts';
+import type { Actor } from './launch-rights.ts';
 
 const prefix = '/runner/hooks';
 const d = (c: string) => `sha256:${c.repeat(64)}`;
@@ -43,16 +50,35 @@ interface Call {
   action: RunTaskAction | RollServiceAction;
   imageRef: string;
   key: string;
+  roleArn: string;
 }
 
+const roleArn = 'arn:aws:iam::000000000000:role/deployer';
+/** Who writes rules here; the fake actions decide what they may write. */
+const author: Actor = { principalArn: 'user/admin', isAllowed: async () => true };
+
 /** Actions that behave like RunTask with a clientToken: the same key answers the same tasks. */
-function fakeActions(opts: { fail?: (imageRef: string) => string | undefined } = {}) {
+function fakeActions(
+  opts: {
+    fail?: (imageRef: string) => string | undefined;
+    deny?: (imageRef: string) => string | undefined;
+    refuseRule?: (rule: HookRuleFields) => HookError | undefined;
+  } = {},
+) {
   const calls: Call[] = [];
+  const authorized: HookRuleFields[] = [];
   const tasksByKey = new Map<string, string[]>();
   let started = 0;
   const actions: HookActions = {
-    async runTask(action, imageRef, key) {
-      calls.push({ kind: 'runTask', action, imageRef, key });
+    async authorizeRule(rule) {
+      authorized.push(rule);
+      const refusal = opts.refuseRule?.(rule);
+      if (refusal) throw refusal;
+    },
+    async runTask(action, imageRef, key, roleArn) {
+      calls.push({ kind: 'runTask', action, imageRef, key, roleArn });
+      const denial = opts.deny?.(imageRef);
+      if (denial) throw new HookDenied(denial);
       const failure = opts.fail?.(imageRef);
       if (failure) throw new Error(failure);
       let arns = tasksByKey.get(key);
@@ -65,12 +91,12 @@ function fakeActions(opts: { fail?: (imageRef: string) => string | undefined } =
       }
       return { taskArns: arns };
     },
-    async rollService(action, imageRef, key) {
-      calls.push({ kind: 'rollService', action, imageRef, key });
+    async rollService(action, imageRef, key, roleArn) {
+      calls.push({ kind: 'rollService', action, imageRef, key, roleArn });
       return { deploymentId: `ecs-svc/${key.slice(-6)}`, taskDefinitionArn: `arn:td/${action.service}:2` };
     },
   };
-  return { actions, calls, tasksByKey, startedTasks: () => started };
+  return { actions, calls, authorized, tasksByKey, startedTasks: () => started };
 }
 
 const open: Hooks[] = [];
@@ -94,6 +120,7 @@ const runTaskRule = (extra: Record<string, unknown> = {}) => ({
   name: 'deploy web',
   repository: 'team/*',
   tag: 'latest',
+  roleArn,
   action: { type: 'runTask', taskDefinition: 'web', count: 2 },
   ...extra,
 });
@@ -103,7 +130,7 @@ describe('push hooks', () => {
     const storage = createMemoryDriver();
     const fake = fakeActions();
     const hooks = await started(storage, fake.actions, 300);
-    const rule = await hooks.rules.create(runTaskRule());
+    const rule = await hooks.rules.create(runTaskRule(), author);
     for (const e of multiArch('team/web', d('a'), 'latest')) await hooks.record(e);
     await hooks.idle();
 
@@ -131,7 +158,7 @@ describe('push hooks', () => {
     const storage = createMemoryDriver();
     const fake = fakeActions();
     const hooks = await started(storage, fake.actions, 0);
-    await hooks.rules.create(runTaskRule({ tag: '*' }));
+    await hooks.rules.create(runTaskRule({ tag: '*' }), author);
     // The platform manifests go by digest (no tag), so only the index's tagged push counts.
     for (const e of multiArch('team/web', d('a'), 'latest')) await hooks.record(e);
     // docker push -a: the same digest under a second tag, after the first one was acted on.
@@ -147,7 +174,7 @@ describe('push hooks', () => {
     const storage = createMemoryDriver();
     const fake = fakeActions();
     const hooks = hooksOver(storage, fake.actions);
-    await hooks.rules.create(runTaskRule({ tag: '*' }));
+    await hooks.rules.create(runTaskRule({ tag: '*' }), author);
     // Recorded before start(): start() opens one window with all of them, whatever the machine's speed.
     await hooks.record(push('team/web', d('a'), ['latest']));
     await hooks.record(push('team/web', d('b'), ['latest']));
@@ -165,7 +192,7 @@ describe('push hooks', () => {
     const storage = createMemoryDriver();
     const fake = fakeActions();
     const hooks = await started(storage, fake.actions);
-    await hooks.rules.create(runTaskRule({ tag: '*' }));
+    await hooks.rules.create(runTaskRule({ tag: '*' }), author);
     await hooks.record(
       push('team/web', d('s'), [], {
         mediaType: image,
@@ -194,7 +221,7 @@ describe('push hooks', () => {
     const storage = createMemoryDriver();
     const fake = fakeActions();
     const hooks = await started(storage, fake.actions);
-    await hooks.rules.create(runTaskRule({ action: { type: 'rollService', service: 'web' } }));
+    await hooks.rules.create(runTaskRule({ action: { type: 'rollService', service: 'web' } }), author);
     const step = async (digest: string) => {
       await hooks.record(push('team/web', digest, ['latest']));
       await hooks.idle();
@@ -219,7 +246,7 @@ describe('push hooks', () => {
     const storage = createMemoryDriver();
     const fake = fakeActions();
     const hooks = await started(storage, fake.actions);
-    await hooks.rules.create(runTaskRule({ repository: 'app', tag: 'semver:^1.2' }));
+    await hooks.rules.create(runTaskRule({ repository: 'app', tag: 'semver:^1.2' }), author);
     const step = async (digest: string, tag: string) => {
       await hooks.record(push('app', digest, [tag]));
       await hooks.idle();
@@ -244,7 +271,7 @@ describe('push hooks', () => {
     let failing = true;
     const fake = fakeActions({ fail: () => (failing ? 'Unable to describe task definition.' : undefined) });
     const hooks = await started(storage, fake.actions);
-    await hooks.rules.create(runTaskRule());
+    await hooks.rules.create(runTaskRule(), author);
     await hooks.record(push('team/web', d('a'), ['latest']));
     await hooks.idle();
     const [failed] = (await hooks.runs.list()).runs;
@@ -260,8 +287,8 @@ describe('push hooks', () => {
     const storage = createMemoryDriver();
     const fake = fakeActions();
     const hooks = await started(storage, fake.actions);
-    const web = await hooks.rules.create(runTaskRule({ repository: 'web' }));
-    const api = await hooks.rules.create(runTaskRule({ repository: 'api' }));
+    const web = await hooks.rules.create(runTaskRule({ repository: 'web' }), author);
+    const api = await hooks.rules.create(runTaskRule({ repository: 'api' }), author);
     for (const [i, repo] of ['web', 'api', 'web', 'web', 'api'].entries()) {
       await hooks.record(push(repo, d(String(i)), ['latest']));
       await hooks.idle();
@@ -282,22 +309,22 @@ describe('push hooks', () => {
   it('keeps rules in storage: create, get, list, update, delete', async () => {
     const storage = createMemoryDriver();
     const first = hooksOver(storage, fakeActions().actions);
-    const rule = await first.rules.create(runTaskRule());
+    const rule = await first.rules.create(runTaskRule(), author);
     expect(rule.id).toMatch(/^hr-[0-9a-f]{12}$/);
-    await expect(first.rules.create({ ...runTaskRule(), tag: 'semver:^1.2.3.4' })).rejects.toBeInstanceOf(
-      HookError,
-    );
+    await expect(
+      first.rules.create({ ...runTaskRule(), tag: 'semver:^1.2.3.4' }, author),
+    ).rejects.toBeInstanceOf(HookError);
 
     const second = hooksOver(storage, fakeActions().actions);
     expect(await second.rules.get(rule.id)).toEqual(rule);
-    const updated = await second.rules.update(rule.id, { enabled: false, name: 'renamed' });
+    const updated = await second.rules.update(rule.id, { enabled: false, name: 'renamed' }, author);
     expect(updated).toMatchObject({
       enabled: false,
       name: 'renamed',
       createdAt: rule.createdAt,
       tag: 'latest',
     });
-    await expect(second.rules.update(rule.id, { count: 3 })).rejects.toMatchObject({
+    await expect(second.rules.update(rule.id, { count: 3 }, author)).rejects.toMatchObject({
       code: 'INVALID',
       field: 'count',
     });
@@ -312,7 +339,7 @@ describe('push hooks', () => {
 
   it.each([
     ['deleted', (h: Hooks, id: string) => h.rules.delete(id)],
-    ['disabled', (h: Hooks, id: string) => h.rules.update(id, { enabled: false }).then(() => {})],
+    ['disabled', (h: Hooks, id: string) => h.rules.update(id, { enabled: false }, author).then(() => {})],
   ])('skips a queued run whose rule was %s before it started', async (what, change) => {
     const storage = createMemoryDriver();
     const fake = fakeActions();
@@ -326,15 +353,16 @@ describe('push hooks', () => {
     });
     // The rule's first run holds its queue until released, so the second waits as pending.
     const holding: HookActions = {
-      async runTask(action, imageRef, key) {
+      authorizeRule: fake.actions.authorizeRule,
+      async runTask(action, imageRef, key, role) {
         entered();
         await released;
-        return fake.actions.runTask(action, imageRef, key);
+        return fake.actions.runTask(action, imageRef, key, role);
       },
       rollService: fake.actions.rollService,
     };
     const hooks = await started(storage, holding);
-    const rule = await hooks.rules.create(runTaskRule({ tag: '*' }));
+    const rule = await hooks.rules.create(runTaskRule({ tag: '*' }), author);
     await hooks.record(push('team/web', d('a'), ['one']));
     await inAction;
     await hooks.record(push('team/web', d('b'), ['two']));
@@ -359,7 +387,7 @@ describe('push hooks across a crash', () => {
     const storage = createMemoryDriver();
     const fake = fakeActions();
     const crashed = hooksOver(storage, fake.actions, 60_000);
-    await crashed.rules.create(runTaskRule());
+    await crashed.rules.create(runTaskRule(), author);
     await crashed.start();
     for (const e of multiArch('team/web', d('a'), 'latest')) await crashed.record(e);
     crashed.stop(); // the window never closed
@@ -383,15 +411,19 @@ describe('push hooks across a crash', () => {
     });
     // The first process's RunTask starts the tasks, then the process dies before it hears back.
     const dying: HookActions = {
-      async runTask(action, imageRef, key) {
-        await fake.actions.runTask(action, imageRef, key);
+      authorizeRule: fake.actions.authorizeRule,
+      async runTask(action, imageRef, key, role) {
+        await fake.actions.runTask(action, imageRef, key, role);
         sideEffectDone();
         return new Promise(() => {});
       },
       rollService: fake.actions.rollService,
     };
     const crashed = await started(storage, dying);
-    await crashed.rules.create(runTaskRule({ action: { type: 'runTask', taskDefinition: 'web', count: 1 } }));
+    await crashed.rules.create(
+      runTaskRule({ action: { type: 'runTask', taskDefinition: 'web', count: 1 } }),
+      author,
+    );
     await crashed.record(push('team/web', d('a'), ['latest']));
     await sideEffect;
     const [running] = (await crashed.runs.list()).runs;
@@ -423,15 +455,16 @@ describe('push hooks across a crash', () => {
       entered = r;
     });
     const holding: HookActions = {
-      async runTask(action, imageRef, key) {
+      authorizeRule: fake.actions.authorizeRule,
+      async runTask(action, imageRef, key, role) {
         entered();
         await released;
-        return fake.actions.runTask(action, imageRef, key);
+        return fake.actions.runTask(action, imageRef, key, role);
       },
       rollService: fake.actions.rollService,
     };
     const first = await started(storage, holding);
-    await first.rules.create(runTaskRule({ tag: '*' }));
+    await first.rules.create(runTaskRule({ tag: '*' }), author);
     await first.record(push('team/web', d('a'), ['one']));
     await inAction;
     await first.record(push('team/web', d('b'), ['two']));
@@ -462,9 +495,10 @@ describe('push hooks across a crash', () => {
     };
     const fake = fakeActions();
     const crashed = await started(flaky, fake.actions);
-    await crashed.rules.create(runTaskRule());
+    await crashed.rules.create(runTaskRule(), author);
     await crashed.rules.create(
       runTaskRule({ name: 'second', action: { type: 'rollService', service: 'web' } }),
+      author,
     );
     await crashed.record(push('team/web', d('a'), ['latest']));
     await crashed.idle();
@@ -480,5 +514,83 @@ describe('push hooks across a crash', () => {
     expect((await next.runs.list()).runs.map((r) => r.status)).toEqual(['succeeded', 'succeeded']);
     await expect(memory.list(`${prefix}/journal`).catch(() => [])).resolves.toEqual([]);
     await expect(memory.list(`${prefix}/dispatches`).catch(() => [])).resolves.toEqual([]);
+  });
+});
+
+describe('push hooks act as their role', () => {
+  it('checks an enabled rule when it is written, and stores nothing it refuses', async () => {
+    const storage = createMemoryDriver();
+    const fake = fakeActions({
+      refuseRule: (r) =>
+        r.repository === 'secret/*'
+          ? new HookError('FORBIDDEN', 'repository: no pull', 'repository')
+          : undefined,
+    });
+    const hooks = await started(storage, fake.actions);
+    await expect(hooks.rules.create(runTaskRule({ repository: 'secret/*' }), author)).rejects.toMatchObject({
+      code: 'FORBIDDEN',
+      field: 'repository',
+    });
+    expect(await hooks.rules.list()).toEqual([]);
+    const rule = await hooks.rules.create(runTaskRule(), author);
+    expect(fake.authorized.at(-1)).toMatchObject({ roleArn, repository: 'team/*' });
+    // A change is checked again; refused, the rule stays as it was.
+    await expect(hooks.rules.update(rule.id, { repository: 'secret/*' }, author)).rejects.toMatchObject({
+      code: 'FORBIDDEN',
+    });
+    expect(await hooks.rules.get(rule.id)).toEqual(rule);
+    // A disabled rule acts on nothing, so writing one needs no more than the right to manage hooks.
+    const checks = fake.authorized.length;
+    await hooks.rules.update(rule.id, { enabled: false, repository: 'secret/*' }, author);
+    expect(fake.authorized).toHaveLength(checks);
+    await expect(hooks.rules.update(rule.id, { enabled: true }, author)).rejects.toMatchObject({
+      code: 'FORBIDDEN',
+    });
+  });
+
+  it('hands the action the role, and records a denial on the run without remembering the push', async () => {
+    const storage = createMemoryDriver();
+    let deny = true;
+    const fake = fakeActions({ deny: () => (deny ? 'the role may not pull team/web' : undefined) });
+    const hooks = await started(storage, fake.actions);
+    await hooks.rules.create(runTaskRule(), author);
+    await hooks.record(push('team/web', d('a'), ['latest']));
+    await hooks.idle();
+    expect(fake.calls[0]).toMatchObject({ roleArn, imageRef: `team/web@${d('a')}` });
+    const [denied] = (await hooks.runs.list()).runs;
+    expect(denied).toMatchObject({ status: 'denied', roleArn, reason: 'the role may not pull team/web' });
+    expect(denied).not.toHaveProperty('result');
+    // Nothing was done, so the same digest again is a new attempt, not "already deployed".
+    deny = false;
+    await hooks.record(push('team/web', d('a'), ['latest']));
+    await hooks.idle();
+    expect((await hooks.runs.list({ limit: 1 })).runs[0]).toMatchObject({ status: 'succeeded' });
+  });
+
+  it('denies every run of a rule stored before rules had roles, saying how to give it one', async () => {
+    const storage = createMemoryDriver();
+    const fake = fakeActions();
+    const first = hooksOver(storage, fake.actions);
+    const rule = await first.rules.create(runTaskRule(), author);
+    // As an older berth stored it: no roleArn.
+    const { roleArn: _gone, ...legacy } = rule;
+    await storage.putContent(
+      `${prefix}/rules/${rule.id}.json`,
+      new TextEncoder().encode(JSON.stringify(legacy)),
+    );
+
+    const hooks = await started(storage, fake.actions);
+    await hooks.record(push('team/web', d('a'), ['latest']));
+    await hooks.idle();
+    expect(fake.calls).toEqual([]);
+    const [denied] = (await hooks.runs.list()).runs;
+    expect(denied?.status).toBe('denied');
+    expect(denied?.reason).toContain(`rule ${rule.id} has no roleArn`);
+    expect(denied?.reason).toContain(`PUT /api/v1/hooks/${rule.id}`);
+    // Given a role (which is checked), it acts on the next push.
+    await hooks.rules.update(rule.id, { roleArn }, author);
+    await hooks.record(push('team/web', d('a'), ['latest']));
+    await hooks.idle();
+    expect(fake.calls).toHaveLength(1);
   });
 });

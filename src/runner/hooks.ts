@@ -29,6 +29,11 @@
 // Pushing a digest the rule last acted on in the repository again (to the same or another tag) is
 // not a new deployment and is recorded as skipped; moving a tag back to an older digest is one
 // (that is how a rollback by re-tagging works).
+//
+// A rule acts as its role (hook-rules.ts): writing an enabled rule needs the writer's right to pass
+// that role and the role's rights to do what the rule does (HookActions.authorizeRule), and each
+// run is authorized again as the role when it starts; a refusal, or a rule with no role, ends the
+// run as `denied` with the reason, having started nothing.
 
 import { randomBytes } from 'node:crypto';
 import type { RegistryEvent } from '../events.ts';
@@ -38,8 +43,10 @@ import {
   type CompiledRule,
   compileRule,
   type HookAction,
+  HookDenied,
   HookError,
   type HookRule,
+  type HookRuleFields,
   ignoredBecause,
   isArtifactTag,
   type RollServiceAction,
@@ -47,21 +54,40 @@ import {
   targetsOf,
   validateRuleFields,
 } from './hook-rules.ts';
+import type { Actor } from './launch-rights.ts';
 import { recordNames, sortableIds } from './records.ts';
 import { compareVersions, parseVersion } from './semver.ts';
 
 export interface HookActions {
-  /** Runs `action.count` tasks with the pushed image; `key` is the idempotency key (clientToken). */
-  runTask(action: RunTaskAction, imageRef: string, key: string): Promise<{ taskArns: string[] }>;
-  /** Registers a revision pinned to imageRef and updates the service to it; idempotent per `key`. */
+  /**
+   * Whether `author` may write the rule (enabled rules only): throws HookError FORBIDDEN naming
+   * the field whose right is missing (the author's iam:PassRole on roleArn, or the role's rights
+   * for the action and the repositories).
+   */
+  authorizeRule(rule: HookRuleFields & { roleArn: string }, author: Actor): Promise<void>;
+  /**
+   * Runs `action.count` tasks with the pushed image as `roleArn`; `key` is the idempotency key
+   * (clientToken). Throws HookDenied when the role may not, before anything starts.
+   */
+  runTask(
+    action: RunTaskAction,
+    imageRef: string,
+    key: string,
+    roleArn: string,
+  ): Promise<{ taskArns: string[] }>;
+  /**
+   * Registers a revision pinned to imageRef and updates the service to it as `roleArn`;
+   * idempotent per `key`. Throws HookDenied when the role may not, before anything changes.
+   */
   rollService(
     action: RollServiceAction,
     imageRef: string,
     key: string,
+    roleArn: string,
   ): Promise<{ deploymentId: string; taskDefinitionArn: string }>;
 }
 
-export type HookRunStatus = 'pending' | 'running' | 'succeeded' | 'failed' | 'skipped';
+export type HookRunStatus = 'pending' | 'running' | 'succeeded' | 'failed' | 'skipped' | 'denied';
 
 export interface HookRun {
   readonly id: string;
@@ -84,6 +110,8 @@ export interface HookRun {
   readonly reason?: string;
   /** The action as it was when the run started (later rule edits do not change a started run). */
   readonly action?: HookAction;
+  /** The role the run acts as, as the rule named it when the run started. */
+  readonly roleArn?: string;
   readonly result?: { taskArns: string[] } | { deploymentId: string; taskDefinitionArn: string };
   /** The idempotency key passed to the action. */
   readonly key: string;
@@ -109,10 +137,11 @@ export interface HooksOptions {
 }
 
 export interface HookRuleStore {
-  create(input: unknown): Promise<HookRule>;
+  /** `author` is who writes the rule: its rights, and its role's, are checked (HookActions.authorizeRule). */
+  create(input: unknown, author: Actor): Promise<HookRule>;
   list(): Promise<HookRule[]>;
   get(id: string): Promise<HookRule>;
-  update(id: string, patch: unknown): Promise<HookRule>;
+  update(id: string, patch: unknown, author: Actor): Promise<HookRule>;
   delete(id: string): Promise<void>;
 }
 
@@ -175,7 +204,16 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const ruleIdPattern = /^hr-[0-9a-f]{12}$/;
 const runIdPattern = /^\d{17}[0-9a-f]{6}-\d{3,6}\.hr-[0-9a-f]{12}$/;
-const terminal = new Set<HookRunStatus>(['succeeded', 'failed', 'skipped']);
+const terminal = new Set<HookRunStatus>(['succeeded', 'failed', 'skipped', 'denied']);
+
+/** What a run of a rule without a role records: the rule is from before rules had roles. */
+function noRoleReason(rule: HookRule): string {
+  return (
+    `rule ${rule.id} has no roleArn, so it has no rights to act with (rules act as a role since berth ` +
+    `checks hook rights): give it one with PUT /api/v1/hooks/${rule.id} {"rule": {"roleArn": ` +
+    `"arn:aws:iam::ACCOUNT:role/NAME"}}, a role allowed the rule's action and registry:Pull on its repositories`
+  );
+}
 
 export function createHooks(opts: HooksOptions): Hooks {
   const { storage, log, actions } = opts;
@@ -245,9 +283,16 @@ export function createHooks(opts: HooksOptions): Hooks {
     return r;
   }
 
+  /** A rule that is to act needs its rights; a disabled one acts on nothing until it is enabled. */
+  async function authorizeRule(fields: HookRuleFields, author: Actor) {
+    if (fields.enabled && fields.roleArn !== undefined)
+      await actions.authorizeRule({ ...fields, roleArn: fields.roleArn }, author);
+  }
+
   const ruleStore: HookRuleStore = {
-    async create(input) {
+    async create(input, author) {
       const fields = validateRuleFields(input);
+      await authorizeRule(fields, author);
       const at = iso();
       const rule: HookRule = {
         id: `hr-${randomBytes(6).toString('hex')}`,
@@ -271,10 +316,12 @@ export function createHooks(opts: HooksOptions): Hooks {
     async get(id) {
       return (await ruleOrThrow(id)).rule;
     },
-    async update(id, patch) {
+    async update(id, patch, author) {
       const { rule: current } = await ruleOrThrow(id);
       const { id: _id, createdAt, updatedAt: _u, ...fields } = current;
-      const next: HookRule = { id, ...validateRuleFields(patch, fields), createdAt, updatedAt: iso() };
+      const changed = validateRuleFields(patch, fields);
+      await authorizeRule(changed, author);
+      const next: HookRule = { id, ...changed, createdAt, updatedAt: iso() };
       await write(paths.rule(id), next);
       // A new tag pattern is a new version line: what "newer" meant under the old one no longer holds.
       if (next.tag !== current.tag) await remove(paths.state(id));
@@ -458,10 +505,14 @@ export function createHooks(opts: HooksOptions): Hooks {
     });
   }
 
-  async function finish(run: HookRun, status: 'succeeded' | 'failed' | 'skipped', extra: Partial<HookRun>) {
+  async function finish(
+    run: HookRun,
+    status: 'succeeded' | 'failed' | 'skipped' | 'denied',
+    extra: Partial<HookRun>,
+  ) {
     const done: HookRun = { ...run, ...extra, status, finishedAt: iso() };
     await write(paths.run(run.id), done);
-    const level = status === 'failed' ? 'warn' : 'info';
+    const level = status === 'failed' || status === 'denied' ? 'warn' : 'info';
     log[level](
       {
         runId: run.id,
@@ -529,7 +580,19 @@ export function createHooks(opts: HooksOptions): Hooks {
         await finish(run, 'skipped', { reason });
         return true;
       }
-      run = { ...run, status: 'running', action: compiled.rule.action, attempts: 1, startedAt: iso() };
+      const { roleArn } = compiled.rule;
+      if (roleArn === undefined) {
+        await finish(run, 'denied', { action: compiled.rule.action, reason: noRoleReason(compiled.rule) });
+        return true;
+      }
+      run = {
+        ...run,
+        status: 'running',
+        action: compiled.rule.action,
+        roleArn,
+        attempts: 1,
+        startedAt: iso(),
+      };
     } else {
       // Left running by a process that stopped before it saw the action end: ask again with the
       // same key, which the action answers with what it did the first time.
@@ -538,14 +601,18 @@ export function createHooks(opts: HooksOptions): Hooks {
     }
     await write(paths.run(runId), run);
     const action = run.action!;
+    const roleArn = run.roleArn;
     let result: HookRun['result'];
     try {
+      // A run left running by a process from before rules had roles has none to act as.
+      if (roleArn === undefined)
+        throw new HookDenied('the run started before hook rules acted as a role; push again to deploy');
       result =
         action.type === 'runTask'
-          ? await actions.runTask(action, run.imageRef, run.key)
-          : await actions.rollService(action, run.imageRef, run.key);
+          ? await actions.runTask(action, run.imageRef, run.key, roleArn)
+          : await actions.rollService(action, run.imageRef, run.key, roleArn);
     } catch (err) {
-      await finish(run, 'failed', {
+      await finish(run, err instanceof HookDenied ? 'denied' : 'failed', {
         reason: (err instanceof Error ? err.message : String(err)).slice(0, 2000),
       });
       return true;

@@ -19,6 +19,7 @@ export {
 } from './ecs-protocol.ts';
 export { HookError } from './hook-rules.ts';
 export type { ImageSource } from './images.ts';
+export type { Actor } from './launch-rights.ts';
 export type { Deployment } from './model.ts';
 export { createRunner, type Runner, RunnerError, type RunnerOptions } from './runner.ts';
 export type { LogEntry } from './runtime.ts';

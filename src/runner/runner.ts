@@ -18,8 +18,8 @@ import {
 } from './credentials.ts';
 import { createEcsApi, type EcsApi } from './ecs-api.ts';
 import { EcsError } from './ecs-protocol.ts';
-import type { RollServiceAction, RunTaskAction } from './hook-rules.ts';
-import { createHooks, type HookActions, type Hooks } from './hooks.ts';
+import { createHookActions } from './hook-actions.ts';
+import { createHooks, type Hooks } from './hooks.ts';
 import { createHost } from './host.ts';
 import { createImages, type ImageSource, parseImageRef } from './images.ts';
 import type { DecideAs } from './launch-rights.ts';
@@ -125,8 +125,6 @@ export interface Runner {
     hooks: Hooks;
   };
 }
-
-const hookKeyTag = 'berth:hook-key';
 
 export async function createRunner(opts: RunnerOptions): Promise<Runner> {
   const log = opts.log;
@@ -282,109 +280,17 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
     ownHosts,
   });
 
-  // --- hook actions ---------------------------------------------------------------------------
-
   const clusterArnOf = async (name: string | undefined) => {
     const c = await catalog.getCluster(name ?? DEFAULT_CLUSTER);
     if (!c) throw new Error(`cluster ${name} does not exist`);
     return c.clusterArn;
   };
 
-  /** The containers of def whose image is the pushed repository, pinned to imageRef. */
-  function pinnedFor(def: TaskDefinition, imageRef: string): Record<string, string> {
-    const repo = imageRef.slice(0, imageRef.indexOf('@'));
-    const out: Record<string, string> = {};
-    for (const c of def.containerDefinitions) {
-      try {
-        if (parseImageRef(c.image, ownHosts).repository === repo) out[c.name] = imageRef;
-      } catch {}
-    }
-    if (Object.keys(out).length === 0)
-      throw new Error(`no container of ${def.family}:${def.revision} runs an image of ${repo}`);
-    return out;
-  }
-
-  const actions: HookActions = {
-    async runTask(action: RunTaskAction, imageRef, key) {
-      const stored = await catalog.describeTaskDefinition(action.taskDefinition);
-      if (!stored) throw new Error(`task definition ${action.taskDefinition} does not exist`);
-      const def = stored.taskDefinition;
-      const { tasks: started, failures } = await tasks.run({
-        clusterArn: await clusterArnOf(action.cluster),
-        taskDefinition: def,
-        count: action.count ?? 1,
-        startedBy: 'berth-hook',
-        pinnedImages: pinnedFor(def, imageRef),
-        clientToken: key,
-        ...(action.overrides && { overrides: action.overrides }),
-      });
-      if (started.length === 0)
-        throw new Error(failures.map((f) => f.reason).join('; ') || 'no task started');
-      return { taskArns: started.map((t) => t.taskArn) };
-    },
-
-    async rollService(action: RollServiceAction, imageRef, key) {
-      const clusterArn = await clusterArnOf(action.cluster);
-      const svc = services.get(clusterArn, action.service);
-      if (!svc) throw new Error(`service ${action.service} does not exist in cluster ${action.cluster}`);
-      const current = await catalog.describeTaskDefinition(svc.taskDefinition);
-      if (!current) throw new Error(`task definition ${svc.taskDefinition} does not exist`);
-      const def = current.taskDefinition;
-      // Idempotent per key: a revision registered for this key by an earlier (crashed) attempt is reused.
-      let target: TaskDefinition | undefined;
-      for (const rev of (await catalog.listTaskDefinitions({ family: def.family, sort: 'DESC' })).slice(
-        0,
-        20,
-      )) {
-        const s = await catalog.describeTaskDefinition(rev.taskDefinitionArn);
-        if (s?.tags.some((t) => t.key === hookKeyTag && t.value === key)) {
-          target = s.taskDefinition;
-          break;
-        }
-      }
-      if (!target) {
-        const pins = pinnedFor(def, imageRef);
-        const {
-          taskDefinitionArn: _a,
-          revision: _r,
-          status: _s,
-          compatibilities: _c,
-          placementConstraints: _p,
-          requiresAttributes: _q,
-          registeredAt: _t,
-          registeredBy: _b,
-          deregisteredAt: _d,
-          ...spec
-        } = def;
-        const input = {
-          ...spec,
-          containerDefinitions: def.containerDefinitions.map((c) =>
-            pins[c.name] ? { ...c, image: pins[c.name] } : c,
-          ),
-          tags: [...current.tags.filter((t) => t.key !== hookKeyTag), { key: hookKeyTag, value: key }],
-        };
-        target = (await catalog.registerTaskDefinition(input, 'berth-hook')).taskDefinition;
-      }
-      const now = services.get(clusterArn, action.service)!;
-      const primary = now.deployments.find((d) => d.status === 'PRIMARY');
-      if (primary?.taskDefinition === target.taskDefinitionArn)
-        return { deploymentId: primary.id, taskDefinitionArn: target.taskDefinitionArn };
-      const updated = await services.update({
-        clusterArn,
-        serviceName: action.service,
-        taskDefinition: target,
-        reason: `hook:${key}`,
-      });
-      const deployment = updated.deployments.find((d) => d.status === 'PRIMARY')!;
-      return { deploymentId: deployment.id, taskDefinitionArn: target.taskDefinitionArn };
-    },
-  };
-
   const hooks = createHooks({
     storage,
     prefix: '/runner/hooks',
     log,
-    actions,
+    actions: createHookActions({ catalog, tasks, services, decideAs: opts.decideAs, ownHosts }),
     debounceMs: opts.hookDebounceMs,
   });
   const webhooks = createWebhooks({ storage, prefix: '/runner/webhooks', log, endpoints: opts.webhooks });

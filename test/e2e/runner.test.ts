@@ -26,6 +26,7 @@ import {
   ecsClient,
   httpGet,
   pushImage as pushTo,
+  roleWithPolicy,
   runnerPrerequisitesMissing,
   suiteNetwork,
   until as untilWith,
@@ -176,6 +177,11 @@ describe.skipIf(why)('the task runner with real containers', () => {
   }, 240_000);
 
   it('a push rolls the service onto the new digest through a hook, gated on health', async () => {
+    // The rule acts as a role that may roll this service onto images of this repository.
+    const roleArn = await roleWithPolicy(api, 'web-deployer', [
+      { Effect: 'Allow', Action: 'ecs:UpdateService', Resource: 'service/default/web' },
+      { Effect: 'Allow', Action: 'registry:Pull', Resource: 'repository/web' },
+    ]);
     const rule = await api('/api/v1/hooks', {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
@@ -184,6 +190,7 @@ describe.skipIf(why)('the task runner with real containers', () => {
           name: 'web-releases',
           repository: 'web',
           tag: 'semver:>=1.0.0',
+          roleArn,
           action: { type: 'rollService', cluster: 'default', service: 'web' },
         },
       }),
@@ -245,12 +252,17 @@ describe.skipIf(why)('the task runner with real containers', () => {
         ],
       }),
     );
+    const roleArn = await roleWithPolicy(api, 'report-runner', [
+      { Effect: 'Allow', Action: 'ecs:RunTask', Resource: 'taskdefinition/report' },
+      { Effect: 'Allow', Action: 'registry:Pull', Resource: 'repository/jobs/*' },
+    ]);
     const rule = await api('/api/v1/hooks', {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({
         rule: {
           name: 'report-on-push',
+          roleArn,
           repository: 'jobs/*',
           tag: 'latest',
           action: { type: 'runTask', cluster: 'default', taskDefinition: 'report' },

@@ -764,22 +764,42 @@ describe('a scripted admin and runner session', () => {
     expect((await call('DELETE', `${v1}/secrets/plain`)).status).toBe(204);
     expect((await call('GET', `${v1}/secrets/plain`)).status).toBe(404);
 
-    // Hook rules: created, read, listed, changed, refused with the field named, deleted.
+    // Hook rules: created, read, listed, changed, refused with the field named, deleted. They act
+    // as a role of the runner's auth, which may do what they do.
+    await w.auth.identities.createRole({ name: 'deployer' });
+    await w.auth.policies.putPolicy('deploy-anything', {
+      Version: '2012-10-17',
+      Statement: [
+        { Effect: 'Allow', Action: ['ecs:RunTask', 'ecs:UpdateService', 'registry:Pull'], Resource: '*' },
+      ],
+    });
+    await w.auth.policies.attachPolicy('deploy-anything', { type: 'role', name: 'deployer' });
+    const roleArn = `arn:aws:iam::${ACCOUNT}:role/deployer`;
     const roll = await call('POST', `${v1}/hooks`, {
       body: {
         rule: {
           name: 'roll web',
           repository: 'team/**',
           tag: 'semver:^1',
+          roleArn,
           action: { type: 'rollService', service: 'web' },
         },
       },
     });
     expect(roll.status).toBe(201);
     const invalidRule = await call('POST', `${v1}/hooks`, {
-      body: { rule: { name: 'x', repository: 'app', tag: 'latest', action: { type: 'runTask', count: 1 } } },
+      body: {
+        rule: { name: 'x', repository: 'app', tag: 'latest', roleArn, action: { type: 'runTask', count: 1 } },
+      },
     });
     expect(invalidRule.json.error.details[0].path).toBe('rule.action.taskDefinition');
+    // The writer may not pass the role: a 403 naming the field.
+    const unpassable = await call('POST', `${v1}/hooks`, {
+      body: { rule: { ...roll.json, id: undefined, createdAt: undefined, updatedAt: undefined } },
+      headers: { 'x-test-deny': 'iam:PassRole' },
+    });
+    expect(unpassable.status, JSON.stringify(unpassable.json)).toBe(403);
+    expect(unpassable.json.error.details[0].path).toBe('rule.roleArn');
     await call('GET', `${v1}/hooks/${roll.json.id}`);
     await call('PUT', `${v1}/hooks/${roll.json.id}`, { body: { rule: { enabled: false } } });
     expect((await call('PUT', `${v1}/hooks/${roll.json.id}`, { body: { rule: { tag: '' } } })).status).toBe(
@@ -791,6 +811,7 @@ describe('a scripted admin and runner session', () => {
           name: 'batch on push',
           repository: 'app',
           tag: 'latest',
+          roleArn,
           action: {
             type: 'runTask',
             taskDefinition: 'no-such-family',

@@ -43,7 +43,21 @@ beforeAll(async () => {
     doc({ Effect: 'Allow', Action: ['ecs:ListSecrets', 'ecs:ReadHooks'], Resource: '*' }),
   );
   await auth.policies.attachPolicy('secrets-read', { type: 'user', name: 'bob' });
+
+  // What hook rules here act as: a role that may run and roll anything and pull every repository.
+  await auth.identities.createRole({ name: 'deployer' });
+  await auth.policies.putPolicy(
+    'deploy-anything',
+    doc({
+      Effect: 'Allow',
+      Action: ['ecs:RunTask', 'ecs:UpdateService', 'registry:Pull'],
+      Resource: '*',
+    }),
+  );
+  await auth.policies.attachPolicy('deploy-anything', { type: 'role', name: 'deployer' });
 });
+
+const deployer = `arn:aws:iam::${ACCOUNT}:role/deployer`;
 
 afterAll(async () => {
   await world?.close();
@@ -219,6 +233,7 @@ describe('hook rules', () => {
     name: 'deploy app',
     repository: 'team/*',
     tag: 'semver:^1.0',
+    roleArn: deployer,
     action: { type: 'rollService', cluster: 'default', service: 'web' },
   };
 
@@ -257,6 +272,8 @@ describe('hook rules', () => {
       [{ ...rule, tag: 'latest', newerOnly: true }, 'rule.newerOnly'],
       [{ ...rule, colour: 'blue' }, 'rule.colour'],
       [{ repository: 'a', tag: 'latest', action: rule.action }, 'rule.name'],
+      [{ ...rule, roleArn: undefined }, 'rule.roleArn'],
+      [{ ...rule, roleArn: 'deployer' }, 'rule.roleArn'],
     ];
     for (const [body, path] of cases) {
       const r = await call('POST', `${v1}/hooks`, { body: { rule: body } });
@@ -283,6 +300,54 @@ describe('hook rules', () => {
     expect(r.status).toBe(403);
     expect(r.json.error.code).toBe('FORBIDDEN');
   });
+
+  it('is a 403 naming the field when the writer may not pass the role, or the role lacks a right', async () => {
+    // carol may manage hooks but pass only role/weak, which may do nothing at all.
+    await auth.identities.createUser({ name: 'carol', password: 'carol-password' });
+    await auth.identities.createRole({ name: 'weak' });
+    await auth.policies.putPolicy(
+      'carol-hooks',
+      doc(
+        { Effect: 'Allow', Action: ['ecs:ManageHooks', 'ecs:ReadHooks'], Resource: '*' },
+        { Effect: 'Allow', Action: 'iam:PassRole', Resource: 'role/weak' },
+      ),
+    );
+    await auth.policies.attachPolicy('carol-hooks', { type: 'user', name: 'carol' });
+    const carol = basic('carol', 'carol-password');
+    const weak = `arn:aws:iam::${ACCOUNT}:role/weak`;
+    const cases: [Record<string, unknown>, string][] = [
+      [{ ...rule }, 'rule.roleArn'],
+      [{ ...rule, roleArn: weak }, 'rule.action.service'],
+    ];
+    for (const [body, path] of cases) {
+      const r = await call('POST', `${v1}/hooks`, { body: { rule: body }, authorization: carol });
+      expect(r.status, JSON.stringify(r.json)).toBe(403);
+      expect(r.json.error).toMatchObject({
+        code: 'FORBIDDEN',
+        details: [{ path, message: expect.stringContaining(path) }],
+      });
+    }
+    // The admin writes it; carol may still disable it (a disabled rule acts on nothing) but not
+    // change it while it is enabled.
+    const created = await call('POST', `${v1}/hooks`, { body: { rule } });
+    const id = created.json.id as string;
+    const rename = await call('PUT', `${v1}/hooks/${id}`, {
+      body: { rule: { name: 'mine' } },
+      authorization: carol,
+    });
+    expect(rename.status).toBe(403);
+    expect(rename.json.error.details[0].path).toBe('rule.roleArn');
+    const off = await call('PUT', `${v1}/hooks/${id}`, {
+      body: { rule: { enabled: false } },
+      authorization: carol,
+    });
+    expect(off.status, JSON.stringify(off.json)).toBe(200);
+    expect((await call('GET', `${v1}/hooks/${id}`)).json).toMatchObject({
+      enabled: false,
+      roleArn: deployer,
+    });
+    await call('DELETE', `${v1}/hooks/${id}`);
+  });
 });
 
 describe('hook runs', () => {
@@ -297,6 +362,7 @@ describe('hook runs', () => {
           name: 'batch on push',
           repository: 'runs/app',
           tag: 'latest',
+          roleArn: deployer,
           action: { type: 'runTask', taskDefinition: 'no-such-family' },
         },
       },
@@ -328,6 +394,7 @@ describe('hook runs', () => {
           name: 'other',
           repository: 'x',
           tag: 'latest',
+          roleArn: deployer,
           action: { type: 'rollService', service: 's' },
         },
       },

@@ -142,3 +142,33 @@ export async function adminAccessKey(
   if (made.status !== 201) throw new Error(`creating an access key: ${made.status} ${made.body.toString()}`);
   return JSON.parse(made.body.toString()) as { id: string; secret: string };
 }
+
+/**
+ * A berth role with one policy of its own (`<name>-policy`) holding `statements`, through the
+ * admin API; answers the role's ARN. For task roles and the roles hook rules act as.
+ */
+export async function roleWithPolicy(
+  api: ReturnType<typeof httpsClient>,
+  name: string,
+  statements: Record<string, unknown>[],
+): Promise<string> {
+  const json = { 'content-type': 'application/json' };
+  const steps: [string, Parameters<ReturnType<typeof httpsClient>>[1] & {}, number][] = [
+    [
+      `/api/v1/policies/${name}-policy`,
+      {
+        method: 'PUT',
+        headers: json,
+        body: JSON.stringify({ document: { Version: '2012-10-17', Statement: statements } }),
+      },
+      201,
+    ],
+    ['/api/v1/roles', { method: 'POST', headers: json, body: JSON.stringify({ name }) }, 201],
+    [`/api/v1/roles/${name}/policies/${name}-policy`, { method: 'PUT' }, 204],
+  ];
+  for (const [path, init, want] of steps) {
+    const r = await api(path, init);
+    if (r.status !== want) throw new Error(`${init.method} ${path}: ${r.status} ${r.body.toString()}`);
+  }
+  return `arn:aws:iam::000000000000:role/${name}`;
+}
