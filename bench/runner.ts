@@ -248,6 +248,15 @@ async function startRunnerBerth(debounceMs: number, bridge: string): Promise<Ber
       requestHandler: { httpsAgent: new Agent({ ca: readFileSync(target.caPath), keepAlive: true }) },
     });
     const host = new URL(target.base).host;
+    // Hook rules act as a role, which each run is authorized as (part of the measured hook phase).
+    await api(b0, 'PUT', '/policies/bench-hooks', 201, {
+      document: {
+        Version: '2012-10-17',
+        Statement: [{ Effect: 'Allow', Action: ['ecs:RunTask', 'registry:Pull'], Resource: '*' }],
+      },
+    });
+    await api(b0, 'POST', '/roles', 201, { name: 'bench-hooks' });
+    await api(b0, 'PUT', '/roles/bench-hooks/policies/bench-hooks', 204);
     for (const [kind, repo] of Object.entries(REPOS)) {
       await ecs.send(
         new RegisterTaskDefinitionCommand({
@@ -263,6 +272,7 @@ async function startRunnerBerth(debounceMs: number, bridge: string): Promise<Ber
           name: `bench-${kind}`,
           repository: repo,
           tag: 'latest',
+          roleArn: 'arn:aws:iam::000000000000:role/bench-hooks',
           action: { type: 'runTask', cluster: 'default', taskDefinition: `bench-${kind}` },
         },
       });
