@@ -51,6 +51,9 @@ export interface HookActionDeps {
 /** Tag on the revisions rollService registers: the run's key, so a resumed run reuses its revision. */
 const hookKeyTag = 'berth:hook-key';
 
+/** `repo@sha256:...` -> `repo`. */
+const repositoryOf = (imageRef: string) => imageRef.slice(0, imageRef.indexOf('@'));
+
 const clusterNameOf = (cluster: string) =>
   /^arn:[^:]+:ecs:[^:]*:[^:]*:cluster\/(.+)$/.exec(cluster)?.[1] ?? cluster;
 
@@ -109,8 +112,6 @@ export function createHookActions(deps: HookActionDeps): HookActions {
       throw new Error(`no container of ${def.family}:${def.revision} runs an image of ${repo}`);
     return out;
   }
-
-  const repositoryOf = (imageRef: string) => imageRef.slice(0, imageRef.indexOf('@'));
 
   /** The role's right to take the rule's action on the pushed repository, checked at every run. */
   async function requireRunRights(role: Actor, action: RunTaskAction | RollServiceAction, imageRef: string) {

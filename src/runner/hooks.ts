@@ -209,9 +209,9 @@ const terminal = new Set<HookRunStatus>(['succeeded', 'failed', 'skipped', 'deni
 /** What a run of a rule without a role records: the rule is from before rules had roles. */
 function noRoleReason(rule: HookRule): string {
   return (
-    `rule ${rule.id} has no roleArn, so it has no rights to act with (rules act as a role since berth ` +
-    `checks hook rights): give it one with PUT /api/v1/hooks/${rule.id} {"rule": {"roleArn": ` +
-    `"arn:aws:iam::ACCOUNT:role/NAME"}}, a role allowed the rule's action and registry:Pull on its repositories`
+    `rule ${rule.id} has no roleArn (it was stored before hook rules acted as a role), so it acts ` +
+    `with no rights: give it one with PUT /api/v1/hooks/${rule.id} {"rule": {"roleArn": ` +
+    `"arn:aws:iam::ACCOUNT:role/NAME"}}, naming a role allowed the rule's action and registry:Pull on its repositories`
   );
 }
 

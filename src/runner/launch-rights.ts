@@ -22,7 +22,7 @@ export type RunnerAction = EcsAction | 'iam:PassRole' | 'registry:Pull';
 
 /** Someone whose rights are checked: an ECS caller, a hook rule's role, an execution role. */
 export interface Actor {
-  /** How refusals name it: an IAM-style ARN (`arn:aws:iam::ACCOUNT:role/NAME`). */
+  /** How refusals name it: an IAM-style ARN (`arn:aws:iam::ACCOUNT:role/NAME`), or `user/NAME`. */
   readonly principalArn: string;
   /** The policy's answer for `action` on a berth resource (`repository/NAME`, `role/NAME`, ...). */
   isAllowed(action: RunnerAction, resource: string): Promise<boolean>;
