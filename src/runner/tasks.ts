@@ -496,6 +496,10 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
     opts.executor.wait(c.runtimeId).then(
       (exit) => onExit(l, c, exit),
       (err) => {
+        // The executor rejects its waiters when berth stops: the container runs on under its
+        // monitor and the next start adopts it, so this is no exit (recording one would stop the
+        // task, killing the container, on every graceful restart).
+        if (closed) return;
         log.error({ err, task: l.stored.task.taskArn, container: c.name }, 'lost track of a container');
         onExit(l, c, undefined, `berth lost track of the container: ${(err as Error).message}`);
       },
