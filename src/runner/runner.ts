@@ -487,6 +487,9 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
       await Promise.all([hooks.record(event), webhooks.record(event)]);
     },
     async start() {
+      // A bridge left by an earlier run may carry tasks already: guard it before anything else.
+      if (executor && (await networks.bridgeExists()))
+        await networks.guard().catch((err) => log.error({ err }, 'network: cannot guard the task bridge'));
       await tasks.start();
       // Tokens of adopted tasks come back from their records.
       for (const s of await records.load()) {

@@ -38,6 +38,7 @@ import {
   berthLogTail,
   ecsClient,
   pushImage,
+  removeSuiteBridge,
   runnerPrerequisitesMissing,
   suiteNetwork,
   until as untilWith,
@@ -358,8 +359,9 @@ describe.skipIf(why)('the task runner: roles, secrets, logs, webhooks, restarts'
     await tools?.cleanup();
     if (receiver) await new Promise((r) => receiver.close(r));
     rmSync(dataDir, { recursive: true, force: true });
-    // The CNI bridge plugin creates the bridge and never removes it; this suite's is its own.
-    await run('ip', ['link', 'del', bridge]).catch(() => undefined);
+    // The CNI bridge plugin creates the bridge and never removes it; this suite's is its own,
+    // and so are berth's iptables chains for it.
+    await removeSuiteBridge(bridge);
   }, 240_000);
 
   it('a task with a role gets credentials that pull what the role allows, and only its own', async () => {
