@@ -2,7 +2,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { createAuth } from './auth/index.ts';
-import type { Config } from './config.ts';
+import { type Config, guardedHostPaths } from './config.ts';
 import { ConfigError } from './errors.ts';
 import type { RegistryEvent } from './events.ts';
 import { createApp, type RunningServer, startServer } from './http/index.ts';
@@ -184,6 +184,11 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
       ...(config.auth.enabled && {
         mintCredentials: (role: string, session: string) => auth.roleCredentials(role, session),
       }),
+      hostAccess: {
+        hostPathAllowList: config.runner.hostPathAllowList,
+        allowHostNetwork: config.runner.allowHostNetwork,
+        guarded: guardedHostPaths(config),
+      },
     });
     const r = runner;
     eventSink = (e) => r.record(e);

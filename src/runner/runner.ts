@@ -21,6 +21,7 @@ import { EcsError } from './ecs-protocol.ts';
 import type { RollServiceAction, RunTaskAction } from './hook-rules.ts';
 import { createHooks, type HookActions, type Hooks } from './hooks.ts';
 import { createHost } from './host.ts';
+import { createHostAccess, denyAllHostAccess, type HostAccessPolicy } from './host-access.ts';
 import { createImages, type ImageSource, parseImageRef } from './images.ts';
 import { createLayerStore } from './layers.ts';
 import { DEFAULT_CLUSTER, type Deployment } from './model.ts';
@@ -55,6 +56,8 @@ export interface RunnerOptions {
   baseUrl: () => string | undefined;
   /** Short-lived credentials for a role (auth's role sessions). */
   mintCredentials?: MintCredentials;
+  /** Host paths and host network the operator allows (default: neither). */
+  hostAccess?: HostAccessPolicy;
   /** Where a running executor is not wanted (tests of the API alone); default: create one. */
   executor?: Executor;
 }
@@ -159,7 +162,11 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
     subnet: opts.bridgeSubnet,
   });
   const secrets = createSecretStore(storage, { region, accountId });
-  const catalog = createCatalog({ storage, region, accountId });
+  const hostAccess = createHostAccess(opts.hostAccess ?? denyAllHostAccess, {
+    root: join(opts.root, 'host-mounts'),
+    host,
+  });
+  const catalog = createCatalog({ storage, region, accountId, admit: (spec) => hostAccess.admit(spec) });
   /** Per-task credentials tokens, kept with the task record. */
   const tokens = new Map<string, string>();
 
@@ -218,6 +225,7 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
     hostLimits: hostLimits(),
     ...(detectInit() !== undefined && { init: detectInit() as string }),
     volumesRoot: join(opts.root, 'volumes'),
+    hostAccess,
     logMaxBytes: opts.logMaxBytes,
     stoppedRetentionMs: opts.stoppedRetentionMs,
     environment: async (task, def, c) => {
@@ -264,6 +272,7 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
     store: createServiceStore(storage, { log }),
     log,
     resolveImages,
+    admit: (def) => hostAccess.admit(def),
   });
   const ecs = createEcsApi({ catalog, tasks, services, region, accountId, log });
 
@@ -490,6 +499,7 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
       // A bridge left by an earlier run may carry tasks already: guard it before anything else.
       if (executor && (await networks.bridgeExists()))
         await networks.guard().catch((err) => log.error({ err }, 'network: cannot guard the task bridge'));
+      await hostAccess.sweep().catch((err) => log.error({ err }, 'cannot sweep staged host paths'));
       await tasks.start();
       // Tokens of adopted tasks come back from their records.
       for (const s of await records.load()) {

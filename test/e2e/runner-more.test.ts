@@ -335,6 +335,8 @@ describe.skipIf(why)('the task runner: roles, secrets, logs, webhooks, restarts'
         BERTH_RUNNER_BRIDGE_NAME: bridge,
         BERTH_RUNNER_BRIDGE_SUBNET: subnet,
         BERTH_RUNNER_WEBHOOKS_FILE: webhooksFile,
+        // Its tasks use the host network (they reach berth on its loopback): the operator's choice.
+        BERTH_RUNNER_ALLOW_HOST_NETWORK: 'true',
         BERTH_LOG_LEVEL: 'info',
       },
     };
