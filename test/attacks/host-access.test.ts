@@ -440,7 +440,7 @@ describe.skipIf(why)('attacks 1 and 5: host paths, host network and the loopback
     for (const l of victim) expect(secrets.get(l.split(' ')[1] ?? ''), l).toBeUndefined();
   });
 
-  it('attack 1: networkMode host works once allowed, and a stricter config withdraws it from a running task and a service', async () => {
+  it('attack 1: networkMode host works once allowed, and a stricter config withdraws it from a running task, a service and push hooks', async () => {
     await berth.stop();
     await startBerthHere({ BERTH_RUNNER_ALLOW_HOST_NETWORK: 'true' });
     const port = await freePort();
@@ -509,6 +509,53 @@ describe.skipIf(why)('attacks 1 and 5: host paths, host network and the loopback
     );
     expect(forced.name).toBe('ClientException');
     expect(forced.message).toContain('runner.allowHostNetwork');
+    // One at a time: a refusal must not wait unobserved while another call runs.
+    for (const call of [
+      () =>
+        ecs.send(
+          new CreateServiceCommand({
+            cluster,
+            serviceName: 'hostsvc2',
+            taskDefinition: 'hostnet',
+            desiredCount: 1,
+          }),
+        ),
+      () => ecs.send(new UpdateServiceCommand({ cluster, service: 'hostsvc', taskDefinition: 'hostnet' })),
+    ]) {
+      const r = await refusal(call());
+      expect(r.name).toBe('ClientException');
+      expect(r.message).toContain("networkMode 'host' is not allowed");
+      expect(r.message).toContain('runner.allowHostNetwork');
+    }
+    // Push hooks: a runTask rule and a rollService rule on a push record the refusal on their runs.
+    for (const [name, action] of [
+      ['run-hostnet', { type: 'runTask', cluster, taskDefinition: 'hostnet' }],
+      ['roll-hostsvc', { type: 'rollService', cluster, service: 'hostsvc' }],
+    ] as const) {
+      const rule = await api('/api/v1/hooks', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ rule: { name, repository: 'team/app', tag: 'hooked', action } }),
+      });
+      expect(rule.status, rule.body.toString()).toBe(201);
+    }
+    await tools.login(berth.hostPort, 'admin', berth.admin.password);
+    const pushed = await pushImage(tools, berth.hostPort, 'team/app', 'hooked', ['/bin/busybox', 'env'], {
+      '/www/index.html': 'hooked\n',
+    });
+    for (const name of ['run-hostnet', 'roll-hostsvc']) {
+      const run = await until(`the ${name} hook run to fail`, async () => {
+        const runs = JSON.parse((await api('/api/v1/hooks/runs')).body.toString()) as {
+          items: { ruleName: string; status: string; digest: string; reason?: string }[];
+        };
+        const r = runs.items.find((x) => x.ruleName === name && x.digest === pushed);
+        seen = JSON.stringify(r);
+        return r && r.status !== 'pending' && r.status !== 'running' ? r : undefined;
+      });
+      expect(run.status, JSON.stringify(run)).toBe('failed');
+      expect(run.reason).toContain("networkMode 'host' is not allowed");
+      expect(run.reason).toContain('runner.allowHostNetwork');
+    }
     await ecs.send(new DeleteServiceCommand({ cluster, service: 'hostsvc', force: true }));
   });
 
