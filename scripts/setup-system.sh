@@ -15,6 +15,7 @@ packages=(
   runc conmon tini        # the task runner: OCI runtime, per-container monitor, init as PID 1
   containernetworking-plugins iptables iproute2  # bridge networking with port mappings for tasks
   awscli                  # the real `aws ecs` CLI, driven against berth's ECS endpoint in the tests
+  python3                 # test/support/syn-probe.py: the raw SYN of the loopback attack (AF_PACKET)
 )
 
 missing=()

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -67,6 +67,7 @@ describe('config', () => {
       'runner.runtime': 'runc',
       'runner.accountId': '123456789012',
       'runner.bridgeSubnet': '10.99.0.0/16',
+      'runner.hostPathAllowList': '/srv/a,/srv/b/',
     };
     const env: Record<string, string> = {};
     for (const [k, spec] of Object.entries(keys)) env[envName(k)] = special[k] ?? samples[spec.type]!;
@@ -84,6 +85,67 @@ describe('config', () => {
       runtime: 'runc',
       accountId: '123456789012',
       bridgeSubnet: '10.99.0.0/16',
+      hostPathAllowList: ['/srv/a', '/srv/b'],
+      allowHostNetwork: false,
+    });
+  });
+
+  it('allows no host paths and no host network by default', () => {
+    const c = loadConfig({ env: {} });
+    expect(c.runner.hostPathAllowList).toEqual([]);
+    expect(c.runner.allowHostNetwork).toBe(false);
+  });
+
+  describe('runner.hostPathAllowList', () => {
+    const base = mkdtempSync(join(tmpdir(), 'berth-allow-'));
+    dirs.push(base);
+    const data = join(base, 'data');
+    const refusal = (list: string, extra: Record<string, string> = {}) => {
+      try {
+        loadConfig({ env: { BERTH_RUNNER_HOST_PATH_ALLOW_LIST: list, BERTH_DATA: data, ...extra } });
+      } catch (e) {
+        expect(e).toBeInstanceOf(ConfigError);
+        expect((e as ConfigError).key).toBe('runner.hostPathAllowList');
+        return (e as Error).message;
+      }
+      throw new Error(`${list} was accepted`);
+    };
+
+    it('takes absolute directories, normalised', () => {
+      const c = loadConfig({
+        env: { BERTH_RUNNER_HOST_PATH_ALLOW_LIST: '/srv/shared/, /srv/x/../cache', BERTH_DATA: data },
+      });
+      expect(c.runner.hostPathAllowList).toEqual(['/srv/shared', '/srv/cache']);
+    });
+
+    it('refuses a relative entry', () => {
+      expect(refusal('srv/shared')).toContain("'srv/shared' is not an absolute path");
+    });
+
+    it.each([
+      ['/', 'would allow every path on the host'],
+      ['/proc', "'/proc' is /proc"],
+      ['/sys/fs', "'/sys/fs' lies inside /sys"],
+      ['/dev/shm', "'/dev/shm' lies inside /dev"],
+    ])('refuses %s', (entry, why) => {
+      expect(refusal(entry)).toContain(why);
+    });
+
+    it("refuses berth's own files and any directory holding them, naming the key that places them", () => {
+      expect(refusal(base)).toContain(`'${base}' contains berth's data directory (data)`);
+      expect(refusal(join(data, 'runner', 'volumes'))).toContain("lies inside berth's data directory (data)");
+      expect(refusal('/etc/berth', { BERTH_ENCRYPTION_KEY_FILE: '/etc/berth/kek.json' })).toContain(
+        "'/etc/berth' contains berth's key-encryption keys (encryption.keyFile)",
+      );
+      expect(refusal('/var/lib/tasks', { BERTH_RUNNER_ROOT: '/var/lib/tasks/root' })).toContain(
+        "contains berth's runner root (runner.root)",
+      );
+    });
+
+    it('refuses an entry that resolves to a guarded path through a symlink', () => {
+      const link = join(base, 'shared-link');
+      symlinkSync('/', link);
+      expect(refusal(link)).toContain(`'${link}' (resolving to '/') would allow every path on the host`);
     });
   });
 

@@ -4,9 +4,9 @@
 // the README's config reference come from the same table. Sources, later ones winning:
 // defaults < config file (JSON, --config) < environment (BERTH_ + key path in upper snake case,
 // e.g. tls.certFile -> BERTH_TLS_CERT_FILE) < command-line flags (--listen, --data).
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { resolve } from 'node:path';
+import { isAbsolute, resolve } from 'node:path';
 import { ConfigError } from './errors.ts';
 
 type KeyType = 'string' | 'number' | 'boolean' | 'list' | 'hostport' | 'level' | 'driver';
@@ -244,6 +244,16 @@ export const keys = {
     default: 'berth0',
     doc: 'the Linux bridge bridge-mode tasks attach to',
   },
+  'runner.hostPathAllowList': {
+    type: 'list',
+    default: [],
+    doc: "absolute directories task definitions may bind-mount from (host.sourcePath volumes; comma-separated in env); empty: none. /, /proc, /sys, /dev and berth's own data, keys and runner root are never mounted",
+  },
+  'runner.allowHostNetwork': {
+    type: 'boolean',
+    default: false,
+    doc: "allow networkMode host (such a task shares the host's network: every service on its loopback, every port)",
+  },
   'runner.logMaxBytes': {
     type: 'number',
     default: 8 * 1024 * 1024,
@@ -331,6 +341,9 @@ export interface Config {
     readonly registryHosts: readonly string[];
     readonly bridgeSubnet: string;
     readonly bridgeName: string;
+    /** Normalised absolute directories; validated against guardedHostPaths. */
+    readonly hostPathAllowList: readonly string[];
+    readonly allowHostNetwork: boolean;
     readonly logMaxBytes: number;
     readonly hookDebounceMs: number;
     readonly stoppedTaskRetentionMinutes: number;
@@ -508,7 +521,7 @@ function build(v: Map<ConfigKey, unknown>): Config {
       `must be an IPv4 CIDR from /16 to /24 (got ${JSON.stringify(subnet)})`,
     );
   const runnerRoot = get<string | undefined>('runner.root');
-  return deepFreeze({
+  const built: Config = {
     listen: get('listen'),
     data,
     log: { level: get('log.level') },
@@ -562,12 +575,18 @@ function build(v: Map<ConfigKey, unknown>): Config {
     runner: {
       enabled: get('runner.enabled'),
       root: runnerRoot ? resolve(runnerRoot) : resolve(data, 'runner'),
-      runtime,
+      runtime: runtime as Config['runner']['runtime'],
       region: get('runner.region'),
       accountId,
       registryHosts: get('runner.registryHosts'),
       bridgeSubnet: subnet,
       bridgeName: get('runner.bridgeName'),
+      hostPathAllowList: get<readonly string[]>('runner.hostPathAllowList').map((p) => {
+        if (!isAbsolute(p))
+          throw new ConfigError('runner.hostPathAllowList', `'${p}' is not an absolute path`);
+        return resolve(p);
+      }),
+      allowHostNetwork: get('runner.allowHostNetwork'),
       logMaxBytes: get('runner.logMaxBytes'),
       hookDebounceMs: get('runner.hookDebounceMs'),
       stoppedTaskRetentionMinutes: get('runner.stoppedTaskRetentionMinutes'),
@@ -575,7 +594,66 @@ function build(v: Map<ConfigKey, unknown>): Config {
         (get<string | undefined>('runner.webhooksFile') ?? undefined) &&
         resolve(get<string>('runner.webhooksFile')),
     },
-  } as Config);
+  };
+  checkHostPathAllowList(built);
+  return deepFreeze(built);
+}
+
+/**
+ * What no task may bind-mount, whatever runner.hostPathAllowList says (besides /, /proc, /sys and
+ * /dev): berth's own files, each named with the key that places it.
+ */
+export function guardedHostPaths(c: Config): { path: string; what: string }[] {
+  const own: [string | undefined, string][] = [
+    [c.data, "berth's data directory (data)"],
+    [c.encryption.keyFile, "berth's key-encryption keys (encryption.keyFile)"],
+    [resolve(c.data, 'tls'), "berth's TLS keys (data/tls)"],
+    [c.tls.keyFile, "berth's TLS key (tls.keyFile)"],
+    [c.tls.certFile, "berth's TLS certificate (tls.certFile)"],
+    [c.runner.root, "berth's runner root (runner.root)"],
+    [c.storage.filesystem.root, "berth's storage (storage.filesystem.root)"],
+    [c.runner.webhooksFile, "berth's webhook secrets (runner.webhooksFile)"],
+  ];
+  return own.filter((o): o is [string, string] => o[0] !== undefined).map(([path, what]) => ({ path, what }));
+}
+
+const systemPaths = ['/proc', '/sys', '/dev'];
+
+function within(path: string, dir: string): boolean {
+  return dir === '/' || path === dir || path.startsWith(`${dir}/`);
+}
+
+function realOrSelf(path: string): string {
+  try {
+    return realpathSync.native(path);
+  } catch {
+    return path;
+  }
+}
+
+/** An allowed directory must not be, contain or lie inside a guarded path, as written or resolved. */
+function checkHostPathAllowList(c: Config): void {
+  const guards = [
+    ...systemPaths.map((path) => ({ path, what: path })),
+    ...guardedHostPaths(c).map((g) => ({ path: g.path, what: g.what })),
+  ];
+  for (const entry of c.runner.hostPathAllowList) {
+    for (const path of new Set([entry, realOrSelf(entry)])) {
+      const shown = path === entry ? `'${entry}'` : `'${entry}' (resolving to '${path}')`;
+      if (path === '/')
+        throw new ConfigError('runner.hostPathAllowList', `${shown} would allow every path on the host`);
+      for (const g of guards) {
+        for (const guard of new Set([g.path, realOrSelf(g.path)])) {
+          if (!within(path, guard) && !within(guard, path)) continue;
+          const how = path === guard ? 'is' : within(path, guard) ? 'lies inside' : 'contains';
+          throw new ConfigError(
+            'runner.hostPathAllowList',
+            `${shown} ${how} ${g.what}: tasks may never mount it, so no allowed directory may hold it`,
+          );
+        }
+      }
+    }
+  }
 }
 
 function deepFreeze<T>(o: T): T {

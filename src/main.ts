@@ -2,10 +2,10 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { createAuth } from './auth/index.ts';
-import type { Config } from './config.ts';
+import { type Config, guardedHostPaths } from './config.ts';
 import { ConfigError } from './errors.ts';
 import type { RegistryEvent } from './events.ts';
-import { createApp, type RunningServer, startServer } from './http/index.ts';
+import { createApp, credentialsOnlyApp, type RunningServer, startServer } from './http/index.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createRegistry, imageReader } from './registry/index.ts';
 import { createRunner, type Runner, validateWebhookEndpoints, type WebhookEndpoint } from './runner/index.ts';
@@ -187,6 +187,26 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
       ...(config.auth.enabled && {
         mintCredentials: (role: string, session: string) => auth.roleCredentials(role, session),
       }),
+      hostAccess: {
+        hostPathAllowList: config.runner.hostPathAllowList,
+        allowHostNetwork: config.runner.allowHostNetwork,
+        guarded: guardedHostPaths(config),
+      },
+      // Plain HTTP on the bridge's address, as ECS's agent serves 169.254.170.2: the SDKs accept
+      // http for that address only, and the traffic never leaves the host.
+      serveCredentials: async (host) => {
+        const credentialsLog = log.child({ module: 'task-credentials' });
+        const server = await startServer({
+          app: credentialsOnlyApp(
+            { taskCredentials: (task, authorization) => runner!.taskCredentials(task, authorization) },
+            credentialsLog,
+          ),
+          host,
+          port: 0,
+          log: credentialsLog,
+        });
+        return { port: server.port, close: () => server.close(5000) };
+      },
     });
     const r = runner;
     eventSink = (e) => r.record(e);

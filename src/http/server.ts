@@ -25,7 +25,7 @@ const tlsSettings = {
 } as const;
 
 export interface ServerOptions {
-  readonly app: App;
+  readonly app: Pick<App, 'fetch'>;
   readonly host: string;
   readonly port: number;
   readonly log: Logger;

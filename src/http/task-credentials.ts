@@ -2,8 +2,10 @@
 // berth's sign-in: the per-task token in Authorization is the credential, checked by the runner.
 // Refusals are `{ code, message }` with a code that matches the status; nothing is cached.
 import { Hono } from 'hono';
+import type { Logger } from '../log.ts';
 import { CredentialsError, credentialsPathPrefix, type Runner, RunnerError } from '../runner/index.ts';
 import type { AppEnv } from './env.ts';
+import { requestContext } from './middleware.ts';
 
 const codeOf = {
   400: 'InvalidRequest',
@@ -31,6 +33,25 @@ export function taskCredentialsRoutes(runner: Pick<Runner, 'taskCredentials'>): 
       c.get('log')?.error({ err, task: c.req.param('task') }, 'task credentials: could not issue');
       return refuse(500, 'could not issue credentials for this task');
     }
+  });
+  return app;
+}
+
+/**
+ * The credentials endpoint and nothing else: what berth serves on its task bridge's address
+ * (runner.ts), so a bridge task reaches its credentials and no other part of berth (the admin
+ * API, /v2, /ecs), whichever address berth's main listener has.
+ */
+export function credentialsOnlyApp(runner: Pick<Runner, 'taskCredentials'>, log: Logger): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.use(requestContext({ log, trustProxy: false, scheme: 'http' }));
+  app.route('/', taskCredentialsRoutes(runner));
+  app.notFound((c) =>
+    c.json({ code: codeOf[404], message: 'only the task credentials endpoint is served here' }, 404),
+  );
+  app.onError((err, c) => {
+    c.get('log')?.error({ err }, 'task credentials listener');
+    return c.json({ code: codeOf[500], message: 'internal error' }, 500);
   });
   return app;
 }

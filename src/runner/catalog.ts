@@ -20,6 +20,7 @@ import {
   parseTaskDefinitionRef,
   type Tag,
   type TaskDefinition,
+  type TaskDefinitionSpec,
   toTaskDefinition,
   validateTaskDefinitionInput,
 } from './task-definitions.ts';
@@ -50,6 +51,9 @@ export interface CatalogOptions {
   now?: () => number;
   /** For task definition validation (runtimePlatform); the machine's by default. */
   hostArchitecture?: CpuArchitecture;
+  /** Throws ClientException when the operator's config does not let a definition run here
+   * (host paths, host network): refused at registration, not only when a task starts. */
+  admit?: (spec: TaskDefinitionSpec) => void;
 }
 
 export interface Catalog {
@@ -291,6 +295,7 @@ export function createCatalog(opts: CatalogOptions): Catalog {
         input,
         opts.hostArchitecture ? { hostArchitecture: opts.hostArchitecture } : {},
       );
+      opts.admit?.(spec);
       return serialized(async (s) => {
         const f = s.families.get(spec.family) ?? { lastRevision: 0, revisions: new Map() };
         const revision = f.lastRevision + 1;

@@ -1,5 +1,6 @@
 // Task role credentials, ECS style: a task whose definition names a taskRoleArn gets
-//   AWS_CONTAINER_CREDENTIALS_FULL_URI   https://<berth>/v1/task-credentials/<task id>
+//   AWS_CONTAINER_CREDENTIALS_FULL_URI   https://127.0.0.1:<port>/v1/task-credentials/<task id>
+//                                        (host network), http://169.254.170.2/... (bridge: runner.ts)
 //   AWS_CONTAINER_AUTHORIZATION_TOKEN    a random token only this task knows
 // and the AWS SDKs (or curl) fetch short-lived credentials for the role from there. The token is
 // the only proof: it is unguessable, bound to one task id, compared in constant time, and dies

@@ -1,8 +1,9 @@
-// The few host operations Node's fs lacks (device nodes, fifos, extended attributes), done by
-// the Debian tools through execFile with argument arrays: no shell ever parses a path or value.
-// mknod comes from coreutils; setfattr/getfattr from the `attr` package.
+// The few host operations Node's fs lacks (device nodes, fifos, extended attributes, bind
+// mounts), done by the Debian tools through execFile with argument arrays: no shell ever parses a
+// path or value. mknod comes from coreutils; setfattr/getfattr from the `attr` package;
+// mount/umount from util-linux.
 import { execFile } from 'node:child_process';
-import { lchown } from 'node:fs/promises';
+import { lchown, readFile } from 'node:fs/promises';
 
 export type NodeType = 'c' | 'b' | 'p';
 
@@ -16,6 +17,13 @@ export interface Host {
   /** lchown that answers false instead of failing when the ids cannot be set (not root, or an id
    * this user namespace does not map); other errors still throw. */
   lchownSafe(path: string, uid: number, gid: number): Promise<boolean>;
+  /** Bind-mounts `source` (recursively, private) on `target`, which must exist. The source is
+   * taken as given, never canonicalised: /proc/PID/fd/N mounts the very file that descriptor holds. */
+  bindMount(source: string, target: string): Promise<void>;
+  /** Detaches the mount at `target` (lazily: whoever still uses it keeps it until done). */
+  unmount(target: string): Promise<void>;
+  /** Mount points of berth's mount namespace at or under `dir`, deepest first. */
+  mountsUnder(dir: string): Promise<string[]>;
 }
 
 interface Run {
@@ -37,6 +45,7 @@ function run(file: string, args: string[], missingHint: string): Promise<Run> {
 }
 
 const attrHint = 'apt-get install attr';
+const mountHint = 'apt-get install mount';
 
 function checkId(what: string, n: number): void {
   if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new Error(`mknod: bad ${what} ${n}`);
@@ -83,6 +92,32 @@ export function createHost(): Host {
         if (code === 'EPERM' || code === 'EINVAL') return false;
         throw err;
       }
+    },
+
+    async bindMount(source, target) {
+      await run(
+        'mount',
+        ['--no-canonicalize', '--rbind', '--make-rprivate', '--', source, target],
+        mountHint,
+      );
+    },
+
+    async unmount(target) {
+      await run('umount', ['--lazy', '--', target], mountHint);
+    },
+
+    async mountsUnder(dir) {
+      const text = await readFile('/proc/self/mountinfo', 'utf8');
+      const out: string[] = [];
+      for (const line of text.split('\n')) {
+        const field = line.split(' ')[4];
+        if (!field) continue;
+        const path = field.replace(/\\([0-7]{3})/g, (_m, o: string) =>
+          String.fromCharCode(Number.parseInt(o, 8)),
+        );
+        if (path === dir || path.startsWith(`${dir}/`)) out.push(path);
+      }
+      return out.sort((a, b) => b.length - a.length);
     },
   };
 }

@@ -6,6 +6,11 @@ import {
   checkTaskId,
   choosePorts,
   cniChainNames,
+  credentialsRestore,
+  ecsCredentialsAddress,
+  guardChains,
+  guardJumps,
+  guardRestore,
   mappedHostPorts,
   natContainerIds,
   natLeftovers,
@@ -285,5 +290,48 @@ describe('choosePorts', () => {
     await expect(choosePorts([tcp(80, 70000)], 'bridge', new Set(), allFree, range, 50000)).rejects.toThrow(
       /hostPort 70000/,
     );
+  });
+});
+
+describe('the bridge guard', () => {
+  it('names chains of its own that fit iptables for the longest bridge name', () => {
+    const { filter, nat } = guardChains('abcdefghijklmno');
+    expect(filter).toBe('BERTH-GUARD-abcdefghijklmno');
+    expect(nat).toBe('BERTH-CREDS-abcdefghijklmno');
+    expect(Math.max(filter.length, nat.length)).toBeLessThanOrEqual(28);
+  });
+
+  it('is jumped to only for packets in from the bridge', () => {
+    expect(guardJumps('berth0')).toEqual([
+      ['filter', 'INPUT', ['-i', 'berth0', '-j', 'BERTH-GUARD-berth0']],
+      ['filter', 'FORWARD', ['-i', 'berth0', '-j', 'BERTH-GUARD-berth0']],
+      ['nat', 'PREROUTING', ['-i', 'berth0', '-j', 'BERTH-CREDS-berth0']],
+    ]);
+  });
+
+  it('drops what is new for the loopback (not replies, not DNATed), and refuses the unrouted credentials address', () => {
+    const lines = guardRestore('berth0').split('\n');
+    expect(lines[0]).toBe('*filter');
+    expect(lines[1]).toBe(':BERTH-GUARD-berth0 - [0:0]');
+    expect(lines[2]).toMatch(
+      /^-A BERTH-GUARD-berth0 -d 127\.0\.0\.0\/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT .* -j DROP$/,
+    );
+    expect(lines[3]).toMatch(/^-A BERTH-GUARD-berth0 -d 169\.254\.170\.2\/32 .* -j REJECT$/);
+    expect(lines.at(-2)).toBe('COMMIT');
+  });
+
+  it("points ECS's credentials address at the listener, or at nothing", () => {
+    expect(ecsCredentialsAddress).toBe('169.254.170.2');
+    const routed = credentialsRestore('berth0', { address: '10.98.0.1', port: 41234 }).split('\n');
+    expect(routed.slice(0, 2)).toEqual(['*nat', ':BERTH-CREDS-berth0 - [0:0]']);
+    expect(routed[2]).toMatch(
+      /^-A BERTH-CREDS-berth0 -d 169\.254\.170\.2\/32 -p tcp -m tcp --dport 80 .* -j DNAT --to-destination 10\.98\.0\.1:41234$/,
+    );
+    expect(credentialsRestore('berth0').split('\n')).toEqual([
+      '*nat',
+      ':BERTH-CREDS-berth0 - [0:0]',
+      'COMMIT',
+      '',
+    ]);
   });
 });

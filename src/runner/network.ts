@@ -13,6 +13,17 @@
 // it, and without that address its masquerade chain leaks. When the namespace is already gone
 // (a crash, a manual `ip netns del`), the rules that carry this task's CNI comment are scrubbed
 // from the nat table directly.
+//
+// The portmap plugin sets route_localnet=1 on the bridge (so 127.0.0.1:hostPort reaches a task),
+// which also lets a task send packets to the host's 127.0.0.0/8: every service bound to the
+// loopback would answer it (CVE-2020-8558). berth keeps two iptables chains of its own per bridge,
+// as kube-proxy does for that CVE: BERTH-GUARD-<bridge> (filter; jumped to from INPUT and FORWARD
+// for packets in from the bridge) drops what arrives for 127.0.0.0/8 unless it belongs to a
+// connection the host opened or was DNATed there; BERTH-CREDS-<bridge> (nat, from PREROUTING)
+// sends the ECS credentials address 169.254.170.2:80 to berth's credentials-only listener on the
+// bridge's own address (runner.ts). The guard is made before the first task joins the bridge
+// (and again at every start, when the bridge exists), outlives berth as the containers do, and
+// goes with the bridge (removeBridge).
 import { execFile, spawn } from 'node:child_process';
 import { createHash, randomInt } from 'node:crypto';
 import { createSocket } from 'node:dgram';
@@ -55,7 +66,16 @@ export interface TaskNetwork {
 }
 
 export interface Networks {
+  /** The bridge's own address: the tasks' gateway, where berth's credentials listener binds. */
+  readonly gateway: string;
   setup(taskId: string, mode: NetworkMode, ports: PortRequest[], hostname: string): Promise<TaskNetwork>;
+  /** Makes (idempotently) the loopback guard and the credentials chain of the bridge. Runs before
+   * the first bridge task's CNI ADD; at start when the bridge already exists. */
+  guard(): Promise<void>;
+  /** Whether the bridge exists (a bridge task ran since it was last removed). */
+  bridgeExists(): Promise<boolean>;
+  /** Sends 169.254.170.2:80 from the bridge to `port` on the gateway address; undefined: nowhere. */
+  routeCredentials(port: number | undefined): Promise<void>;
   /** Idempotent: CNI DEL, delete the namespace, release the ports, delete the files. */
   teardown(taskId: string): Promise<void>;
   /** After a restart: tear down what belongs to no live task (leaked namespaces, CNI state, port
@@ -193,6 +213,60 @@ export function buildConflist(o: {
       { type: 'portmap', capabilities: { portMappings: true }, snat: true },
     ],
   };
+}
+
+/** The address ECS serves task credentials at, which every AWS SDK accepts over plain HTTP. */
+export const ecsCredentialsAddress = '169.254.170.2';
+
+/** berth's own chains for one bridge (iptables names hold 28 characters; bridges 15). */
+export function guardChains(bridgeName: string): { filter: string; nat: string } {
+  return { filter: `BERTH-GUARD-${bridgeName}`, nat: `BERTH-CREDS-${bridgeName}` };
+}
+
+/** Where the chains are jumped to from: [table, built-in chain, the jump's arguments]. */
+export function guardJumps(bridgeName: string): [table: 'filter' | 'nat', from: string, args: string[]][] {
+  const { filter, nat } = guardChains(bridgeName);
+  return [
+    ['filter', 'INPUT', ['-i', bridgeName, '-j', filter]],
+    ['filter', 'FORWARD', ['-i', bridgeName, '-j', filter]],
+    ['nat', 'PREROUTING', ['-i', bridgeName, '-j', nat]],
+  ];
+}
+
+/**
+ * iptables-restore input that (re)writes the guard chain in one atomic commit (--noflush leaves
+ * every other chain alone; declaring the chain empties it first).
+ */
+export function guardRestore(bridgeName: string): string {
+  const { filter } = guardChains(bridgeName);
+  return [
+    '*filter',
+    `:${filter} - [0:0]`,
+    // Replies to connections the host opened (a published port on 127.0.0.1) are ESTABLISHED;
+    // packets the nat table DNATed to the loopback were sent there on purpose (kube-proxy's rule).
+    `-A ${filter} -d 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -m comment --comment "berth: bridge tasks never reach the host loopback (CVE-2020-8558)" -j DROP`,
+    // Without berth's DNAT (berth stopped, or not yet listening) the credentials address must not
+    // be routed off the host with a task's token in it.
+    `-A ${filter} -d ${ecsCredentialsAddress}/32 -m comment --comment "berth: task credentials only through berth's listener" -j REJECT`,
+    'COMMIT',
+    '',
+  ].join('\n');
+}
+
+/** iptables-restore input pointing the credentials address at `target`, or at nothing. */
+export function credentialsRestore(bridgeName: string, target?: { address: string; port: number }): string {
+  const { nat } = guardChains(bridgeName);
+  return [
+    '*nat',
+    `:${nat} - [0:0]`,
+    ...(target
+      ? [
+          `-A ${nat} -d ${ecsCredentialsAddress}/32 -p tcp -m tcp --dport 80 -m comment --comment "berth: task credentials" -j DNAT --to-destination ${target.address}:${target.port}`,
+        ]
+      : []),
+    'COMMIT',
+    '',
+  ].join('\n');
 }
 
 /** What the runtime hands the plugins that declare a capability (libcni's runtimeConfig). */
@@ -475,6 +549,60 @@ function run(file: string, args: string[], hint: string): Promise<Ran> {
   });
 }
 
+/** Runs `file` with `input` on its stdin. */
+function runWithInput(file: string, args: string[], input: string, hint: string): Promise<Ran> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(
+      file,
+      args,
+      { env: toolEnv, timeout: 60_000, maxBuffer: 16 << 20, encoding: 'utf8' },
+      (err, stdout, stderr) => {
+        if (!err) return resolve({ stdout, stderr });
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+          return reject(new Error(`${file} is not installed (${hint})`, { cause: err }));
+        reject(new Error(`${file} ${args.join(' ')}: ${stderr.trim() || err.message}`, { cause: err }));
+      },
+    );
+    child.stdin?.on('error', () => {});
+    child.stdin?.end(input);
+  });
+}
+
+/** Adds the jump unless it is there (`-C`), first in its chain so no earlier ACCEPT skips it. */
+async function ensureJump(table: string, from: string, args: string[]): Promise<void> {
+  try {
+    await run('iptables', ['-w', '-t', table, '-C', from, ...args], iptablesHint);
+  } catch {
+    await run('iptables', ['-w', '-t', table, '-I', from, '1', ...args], iptablesHint);
+  }
+}
+
+/**
+ * Deletes a bridge berth made for its tasks, with berth's chains for it: what an operator (or a
+ * test suite) runs when the bridge goes. Idempotent; tasks must be stopped first.
+ */
+export async function removeBridge(bridgeName: string): Promise<void> {
+  for (const [table, from, args] of guardJumps(bridgeName)) {
+    // A jump added twice (two berths starting at once) is deleted twice.
+    for (let i = 0; i < 8; i++) {
+      try {
+        await run('iptables', ['-w', '-t', table, '-D', from, ...args], iptablesHint);
+      } catch {
+        break;
+      }
+    }
+  }
+  const { filter, nat } = guardChains(bridgeName);
+  for (const [table, chain] of [
+    ['filter', filter],
+    ['nat', nat],
+  ] as const) {
+    await run('iptables', ['-w', '-t', table, '-F', chain], iptablesHint).catch(() => {});
+    await run('iptables', ['-w', '-t', table, '-X', chain], iptablesHint).catch(() => {});
+  }
+  await run('ip', ['link', 'delete', bridgeName], ipHint).catch(() => {});
+}
+
 const ipHint = 'apt-get install iproute2';
 const iptablesHint = 'apt-get install iptables';
 
@@ -571,7 +699,7 @@ export function createNetworks(opts: NetworkOptions): Networks {
     throw new Error(`bridgeName '${bridgeName}' is invalid: 1-15 letters, digits, '_' or '-'`);
   }
   const subnet = opts.subnet ?? '10.98.0.0/16';
-  parseSubnet(subnet);
+  const { gateway } = parseSubnet(subnet);
   const range = opts.dynamicPorts ?? [49153, 65535];
   if (
     !(
@@ -645,6 +773,28 @@ export function createNetworks(opts: NetworkOptions): Networks {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw e;
     }
+  }
+
+  /** One guard at a time; once made, bridge setups skip it (a failure is retried next time). */
+  let guarded: Promise<void> | undefined;
+  function guard(): Promise<void> {
+    guarded ??= (async () => {
+      await runWithInput('iptables-restore', ['-w', '--noflush'], guardRestore(bridgeName), iptablesHint);
+      // Emptied: a DNAT left by an earlier berth points at a port nobody may be listening on now
+      // (or somebody else is). routeCredentials fills it once this berth's listener is up.
+      await runWithInput(
+        'iptables-restore',
+        ['-w', '--noflush'],
+        credentialsRestore(bridgeName),
+        iptablesHint,
+      );
+      for (const [table, from, args] of guardJumps(bridgeName)) await ensureJump(table, from, args);
+      log.info({ bridge: bridgeName }, 'network: loopback guard in place');
+    })();
+    guarded.catch(() => {
+      guarded = undefined;
+    });
+    return guarded;
   }
 
   async function natRules(): Promise<string> {
@@ -734,6 +884,14 @@ export function createNetworks(opts: NetworkOptions): Networks {
   ): Promise<TaskNetwork> {
     const list =
       mode === 'bridge' ? buildConflist({ bridgeName, subnet, ipamDir, mtu: await bridgeMtu() }) : undefined;
+    // Never a task on the bridge without the loopback guard: no guard, no bridge task.
+    if (mode === 'bridge') {
+      try {
+        await guard();
+      } catch (e) {
+        throw new Error(`the bridge ${bridgeName} cannot be guarded, so no task joins it: ${errorText(e)}`);
+      }
+    }
 
     // Ports are chosen and recorded under one lock, so two tasks never get the same one.
     const state = await allocating(async () => {
@@ -880,6 +1038,23 @@ export function createNetworks(opts: NetworkOptions): Networks {
   }
 
   return {
+    gateway,
+    guard,
+
+    async bridgeExists() {
+      return existsSync(`/sys/class/net/${bridgeName}`);
+    },
+
+    async routeCredentials(port) {
+      await guard();
+      await runWithInput(
+        'iptables-restore',
+        ['-w', '--noflush'],
+        credentialsRestore(bridgeName, port === undefined ? undefined : { address: gateway, port }),
+        iptablesHint,
+      );
+    },
+
     setup(taskId, mode, ports, hostname) {
       checkTaskId(taskId);
       checkHostname(hostname);

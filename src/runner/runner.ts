@@ -21,11 +21,12 @@ import { EcsError } from './ecs-protocol.ts';
 import { createHookActions } from './hook-actions.ts';
 import { createHooks, type Hooks } from './hooks.ts';
 import { createHost } from './host.ts';
+import { createHostAccess, denyAllHostAccess, type HostAccessPolicy } from './host-access.ts';
 import { createImages, type ImageSource, parseImageRef } from './images.ts';
 import type { DecideAs } from './launch-rights.ts';
 import { createLayerStore } from './layers.ts';
 import { DEFAULT_CLUSTER, type Deployment } from './model.ts';
-import { createNetworks } from './network.ts';
+import { createNetworks, ecsCredentialsAddress } from './network.ts';
 import { createRecords } from './records.ts';
 import { createExecutor, detectInit, type Executor, type LogEntry } from './runtime.ts';
 import { createSecretStore, type SecretStore } from './secrets.ts';
@@ -61,6 +62,14 @@ export interface RunnerOptions {
    * authorizeAs): what hooks act with, and what execution roles pull with.
    */
   decideAs: DecideAs;
+  /**
+   * Starts a listener serving the task credentials endpoint and nothing else, on `host` (the
+   * bridge's own address), port chosen by the system. Bridge tasks reach it as ECS tasks reach
+   * their agent, at http://169.254.170.2 (network.ts routes it). Without it bridge tasks get no role.
+   */
+  serveCredentials?: (host: string) => Promise<{ port: number; close(): Promise<void> }>;
+  /** Host paths and host network the operator allows (default: neither). */
+  hostAccess?: HostAccessPolicy;
   /** Where a running executor is not wanted (tests of the API alone); default: create one. */
   executor?: Executor;
 }
@@ -163,7 +172,11 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
     subnet: opts.bridgeSubnet,
   });
   const secrets = createSecretStore(storage, { region, accountId });
-  const catalog = createCatalog({ storage, region, accountId });
+  const hostAccess = createHostAccess(opts.hostAccess ?? denyAllHostAccess, {
+    root: join(opts.root, 'host-mounts'),
+    host,
+  });
+  const catalog = createCatalog({ storage, region, accountId, admit: (spec) => hostAccess.admit(spec) });
   /** Per-task credentials tokens, kept with the task record. */
   const tokens = new Map<string, string>();
 
@@ -187,6 +200,46 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
       await new Promise((r) => setTimeout(r, 50));
     }
   }
+  /**
+   * Where a bridge task fetches its credentials: berth's main listener may be on 127.0.0.1 only,
+   * which a bridge task cannot (and must not) reach, so a second listener serving nothing but the
+   * credentials endpoint binds the bridge's own address, and 169.254.170.2:80 from the bridge is
+   * DNATed to it: the URL ECS itself uses, which every AWS SDK and the CLI accept over plain HTTP
+   * (the token never leaves the host). Several berths on one host each have their own bridge,
+   * listener and DNAT (matched on the bridge). Made when the first bridge task with a role starts.
+   */
+  let bridgeListener: Promise<{ port: number; close(): Promise<void> }> | undefined;
+  async function bridgeCredentialsBaseUrl(): Promise<string> {
+    if (!opts.serveCredentials)
+      throw new Error(
+        'ResourceInitializationError: this berth serves no task credentials endpoint for bridge tasks',
+      );
+    const serve = opts.serveCredentials;
+    bridgeListener ??= (async () => {
+      const server = await serve(networks.gateway);
+      try {
+        await networks.routeCredentials(server.port);
+      } catch (err) {
+        await server.close();
+        throw err;
+      }
+      log.info(
+        { address: `${networks.gateway}:${server.port}` },
+        'task credentials listener for bridge tasks',
+      );
+      return server;
+    })();
+    try {
+      await bridgeListener;
+    } catch (err) {
+      bridgeListener = undefined;
+      throw new Error(
+        `ResourceInitializationError: the task credentials endpoint for bridge tasks could not start: ${(err as Error).message}`,
+      );
+    }
+    return `http://${ecsCredentialsAddress}`;
+  }
+
   const unavailable = (): never => {
     throw new EcsError(
       'ServerException',
@@ -222,6 +275,7 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
     hostLimits: hostLimits(),
     ...(detectInit() !== undefined && { init: detectInit() as string }),
     volumesRoot: join(opts.root, 'volumes'),
+    hostAccess,
     logMaxBytes: opts.logMaxBytes,
     stoppedRetentionMs: opts.stoppedRetentionMs,
     environment: async (task, def, c) => {
@@ -235,7 +289,9 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
       }
       const roleArn = task.overrides.taskRoleArn ?? def.taskRoleArn;
       if (roleArn && opts.mintCredentials) {
-        const base = await credentialsBaseUrl();
+        // Host-network tasks share the host's loopback, where berth listens.
+        const base =
+          def.networkMode === 'bridge' ? await bridgeCredentialsBaseUrl() : await credentialsBaseUrl();
         const id = task.taskArn.slice(task.taskArn.lastIndexOf('/') + 1);
         let token = tokens.get(id);
         if (!token) {
@@ -268,6 +324,7 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
     store: createServiceStore(storage, { log }),
     log,
     resolveImages,
+    admit: (def) => hostAccess.admit(def),
   });
   const ecs = createEcsApi({
     catalog,
@@ -408,12 +465,23 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
       await Promise.all([hooks.record(event), webhooks.record(event)]);
     },
     async start() {
+      // A bridge left by an earlier run may carry tasks already: guard it before anything else.
+      if (executor && (await networks.bridgeExists()))
+        await networks.guard().catch((err) => log.error({ err }, 'network: cannot guard the task bridge'));
+      await hostAccess.sweep().catch((err) => log.error({ err }, 'cannot sweep staged host paths'));
       await tasks.start();
-      // Tokens of adopted tasks come back from their records.
+      // Tokens of adopted tasks come back from their records; those on the bridge fetch their
+      // credentials through this berth's listener, made again now.
+      let roleOnBridge = false;
       for (const s of await records.load()) {
-        if (s.credentialsToken && s.task.lastStatus !== 'STOPPED')
-          tokens.set(s.task.taskArn.slice(s.task.taskArn.lastIndexOf('/') + 1), s.credentialsToken);
+        if (!s.credentialsToken || s.task.lastStatus === 'STOPPED') continue;
+        tokens.set(s.task.taskArn.slice(s.task.taskArn.lastIndexOf('/') + 1), s.credentialsToken);
+        if (s.definition.networkMode === 'bridge') roleOnBridge = true;
       }
+      if (roleOnBridge)
+        await bridgeCredentialsBaseUrl().catch((err) =>
+          log.error({ err }, 'task credentials for bridge tasks'),
+        );
       await services.start();
       await hooks.start();
       await webhooks.start();
@@ -423,6 +491,15 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
       webhooks.stop();
       await services.close();
       await tasks.close();
+      if (bridgeListener) {
+        const listener = await bridgeListener.catch(() => undefined);
+        bridgeListener = undefined;
+        // Unrouted first: while berth is down the address is refused, not sent to a freed port.
+        await networks
+          .routeCredentials(undefined)
+          .catch((err) => log.warn({ err }, 'network: cannot unroute task credentials'));
+        await listener?.close();
+      }
       exec.close();
     },
     internals: { tasks, services, catalog, hooks },

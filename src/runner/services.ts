@@ -137,6 +137,8 @@ export interface ServiceSchedulerDeps {
   resolveImages: (taskDefinition: TaskDefinition) => Promise<Record<string, string>>;
   /** How often every service is reconciled without a notification; 0 turns the timer off. */
   reconcileIntervalMs?: number;
+  /** Throws ClientException when the operator's config does not let `taskDefinition` run here. */
+  admit?: (taskDefinition: TaskDefinition) => void;
 }
 
 export interface RunningServiceScheduler extends ServiceScheduler {
@@ -721,6 +723,7 @@ export function createServiceScheduler(deps: ServiceSchedulerDeps): RunningServi
   function checkTaskDefinition(taskDefinition: TaskDefinition): void {
     if (taskDefinition.status !== 'ACTIVE')
       throw new EcsError('ClientException', 'TaskDefinition is inactive');
+    deps.admit?.(taskDefinition);
   }
 
   function view(entry: Entry): Service {
@@ -793,6 +796,11 @@ export function createServiceScheduler(deps: ServiceSchedulerDeps): RunningServi
       const { service } = record;
       if (service.status !== 'ACTIVE')
         throw new EcsError('ServiceNotActiveException', ecsMessages.serviceNotActive);
+      const primary = primaryOf(service);
+      const current = primary && record.taskDefinitions[primary.taskDefinition];
+      // A forced redeployment of a definition the config no longer allows would only fail: refused
+      // before anything about the service changes.
+      if (req.forceNewDeployment && !req.taskDefinition && current) deps.admit?.(current);
       const configuration = mergeConfiguration(service.deploymentConfiguration, req.deploymentConfiguration);
       service.deploymentConfiguration = configuration;
       if (req.healthCheckGracePeriodSeconds !== undefined) {
@@ -803,8 +811,6 @@ export function createServiceScheduler(deps: ServiceSchedulerDeps): RunningServi
         record.steady = false;
         entry.volatile.consecutiveFailures = 0;
       }
-      const primary = primaryOf(service);
-      const current = primary && record.taskDefinitions[primary.taskDefinition];
       const changed = req.taskDefinition && req.taskDefinition.taskDefinitionArn !== primary?.taskDefinition;
       if (changed || req.forceNewDeployment || !current) {
         const taskDefinition = req.taskDefinition ?? current;

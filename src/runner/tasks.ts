@@ -6,6 +6,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log.ts';
+import { createHostAccess, denyAllHostAccess, type HostAccess, type StagedHostPath } from './host-access.ts';
 import { type ImageError, type Images, type PreparedImage, parseImageRef, pinnedRef } from './images.ts';
 import type {
   ContainerOverride,
@@ -60,6 +61,8 @@ export interface TaskManagerOptions {
   init?: string;
   /** Where task-scoped volumes live (DATA/runner/volumes). */
   volumesRoot: string;
+  /** What the operator allows of the host (host paths, host network); by default nothing. */
+  hostAccess?: HostAccess;
   /** Variables berth adds to a container (secrets, task role credentials, metadata); a throw fails the start. */
   environment?: (task: Task, def: TaskDefinition, c: ContainerDefinition) => Promise<Record<string, string>>;
   /** Called once when a task reaches STOPPED (to revoke its credentials, ...). */
@@ -165,6 +168,7 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
   const retentionMs = opts.stoppedRetentionMs ?? 3600_000;
   const tokenMs = opts.clientTokenMs ?? 86400_000;
   let closed = false;
+  const hostAccess = opts.hostAccess ?? createHostAccess(denyAllHostAccess);
 
   const taskId = (arn: string) => arn.slice(arn.lastIndexOf('/') + 1);
   const snapshot = (t: Task): Task => structuredClone(t);
@@ -415,9 +419,11 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
     }
   }
 
+  /** The container's mounts; host paths are staged in `held` until the container exists. */
   async function volumeMounts(
     l: Live,
     cd: ContainerDefinition,
+    held: StagedHostPath[],
     seen = new Set<string>(),
   ): Promise<VolumeMount[]> {
     const def = l.stored.definition;
@@ -425,8 +431,22 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
     for (const mp of cd.mountPoints) {
       const v = def.volumes.find((x) => x.name === mp.sourceVolume);
       if (!v) throw new TaskLaunchError(`container ${cd.name}: no volume named ${mp.sourceVolume}`);
-      let hostPath = v.host?.sourcePath;
-      if (!hostPath) {
+      let hostPath: string;
+      const sourcePath = v.host?.sourcePath;
+      if (sourcePath !== undefined) {
+        // Checked again here, on what is actually mounted: the config or the path may have changed.
+        try {
+          const staged = await hostAccess.stage(
+            sourcePath,
+            `volumes[${def.volumes.indexOf(v)}].host.sourcePath`,
+            { taskId: taskId(l.stored.task.taskArn), container: cd.name, n: held.length },
+          );
+          held.push(staged);
+          hostPath = staged.source;
+        } catch (err) {
+          throw new TaskLaunchError(`CannotStartContainerError: ${(err as Error).message}`, { cause: err });
+        }
+      } else {
         hostPath = join(opts.volumesRoot, taskId(l.stored.task.taskArn), v.name);
         await mkdir(hostPath, { recursive: true });
       }
@@ -440,7 +460,7 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
         throw new TaskLaunchError(
           `container ${cd.name}: volumesFrom names no container ${vf.sourceContainer}`,
         );
-      for (const m of await volumeMounts(l, src, seen))
+      for (const m of await volumeMounts(l, src, held, seen))
         out.push({ ...m, readOnly: m.readOnly || vf.readOnly });
     }
     return out;
@@ -452,38 +472,44 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
     const img = l.images.get(c.name)!;
     const net = l.stored.network!;
     const extraEnv = opts.environment ? await opts.environment(t, l.stored.definition, cd) : {};
-    const built = buildRuntimeSpec({
-      imageConfig: img.config,
-      container: cd,
-      task: {
-        taskId: taskId(t.taskArn),
-        hostname: hostnameOf(t),
-        networkMode: l.stored.definition.networkMode,
-        ...(net.netnsPath !== undefined && { netnsPath: net.netnsPath }),
-        ...(t.cpu !== undefined && { cpu: t.cpu }),
-        ...(t.memory !== undefined && { memory: t.memory }),
-      },
-      rootfsPath: 'rootfs',
-      ...(img.passwd !== undefined && { passwd: img.passwd }),
-      ...(img.group !== undefined && { group: img.group }),
-      hostLimits: opts.hostLimits,
-      extraEnv,
-      ...(opts.init !== undefined && { init: { path: opts.init } }),
-      ...(net.resolvConfPath !== undefined && { resolvConfPath: net.resolvConfPath }),
-      ...(net.hostsPath !== undefined && { hostsPath: net.hostsPath }),
-      ...(net.hostnamePath !== undefined && { hostnamePath: net.hostnamePath }),
-      volumeMounts: await volumeMounts(l, cd),
-    });
-    for (const w of built.warnings) log.info({ task: t.taskArn, container: c.name }, w);
-    l.stored.stopSignals[c.name] = built.stopSignal;
-    await opts.executor.start({
-      id: c.runtimeId,
-      spec: built.spec,
-      layers: img.layers,
-      readonlyRootfs: cd.readonlyRootFilesystem === true,
-      cgroup: built.taskCgroup,
-      ...(opts.logMaxBytes !== undefined && { logMaxBytes: opts.logMaxBytes }),
-    });
+    const held: StagedHostPath[] = [];
+    try {
+      const built = buildRuntimeSpec({
+        imageConfig: img.config,
+        container: cd,
+        task: {
+          taskId: taskId(t.taskArn),
+          hostname: hostnameOf(t),
+          networkMode: l.stored.definition.networkMode,
+          ...(net.netnsPath !== undefined && { netnsPath: net.netnsPath }),
+          ...(t.cpu !== undefined && { cpu: t.cpu }),
+          ...(t.memory !== undefined && { memory: t.memory }),
+        },
+        rootfsPath: 'rootfs',
+        ...(img.passwd !== undefined && { passwd: img.passwd }),
+        ...(img.group !== undefined && { group: img.group }),
+        hostLimits: opts.hostLimits,
+        extraEnv,
+        ...(opts.init !== undefined && { init: { path: opts.init } }),
+        ...(net.resolvConfPath !== undefined && { resolvConfPath: net.resolvConfPath }),
+        ...(net.hostsPath !== undefined && { hostsPath: net.hostsPath }),
+        ...(net.hostnamePath !== undefined && { hostnamePath: net.hostnamePath }),
+        volumeMounts: await volumeMounts(l, cd, held),
+      });
+      for (const w of built.warnings) log.info({ task: t.taskArn, container: c.name }, w);
+      l.stored.stopSignals[c.name] = built.stopSignal;
+      await opts.executor.start({
+        id: c.runtimeId,
+        spec: built.spec,
+        layers: img.layers,
+        readonlyRootfs: cd.readonlyRootFilesystem === true,
+        cgroup: built.taskCgroup,
+        ...(opts.logMaxBytes !== undefined && { logMaxBytes: opts.logMaxBytes }),
+      });
+    } finally {
+      // The runtime has made its mounts (or failed): the staged host paths are no longer needed.
+      for (const h of held) await h.release();
+    }
     c.lastStatus = 'RUNNING';
     persist(l);
     watch(l, c);
@@ -496,6 +522,10 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
     opts.executor.wait(c.runtimeId).then(
       (exit) => onExit(l, c, exit),
       (err) => {
+        // The executor rejects its waiters when berth stops: the container runs on under its
+        // monitor and the next start adopts it, so this is no exit (recording one would stop the
+        // task, killing the container, on every graceful restart).
+        if (closed) return;
         log.error({ err, task: l.stored.task.taskArn, container: c.name }, 'lost track of a container');
         onExit(l, c, undefined, `berth lost track of the container: ${(err as Error).message}`);
       },
@@ -677,6 +707,10 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
         else onExitQuiet(l, c, undefined, 'the container was gone when berth restarted');
       }
       const essentialDown = t.containers.some((c) => c.essential && c.lastStatus === 'STOPPED');
+      // A task started under a laxer config (a host path or the host network since withdrawn)
+      // keeps nothing the operator has taken back: it is stopped, and a service's replacement is
+      // refused at launch like any new task (services.ts records why in its events).
+      const withdrawn = t.desiredStatus === 'RUNNING' ? hostAccess.problem(s.definition) : undefined;
       if (t.desiredStatus === 'STOPPED')
         void requestStop(l, t.stopCode ?? 'UserInitiated', t.stoppedReason ?? 'stopped');
       else if (order[t.lastStatus] < order.RUNNING) {
@@ -697,6 +731,16 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
           c.reason === OOM_REASON
             ? `Essential container in task exited: ${c.name} ${OOM_REASON}`
             : 'Essential container in task exited',
+        );
+      } else if (withdrawn) {
+        log.warn(
+          { task: t.taskArn, reason: withdrawn },
+          'stopping a task the configuration no longer allows',
+        );
+        void requestStop(
+          l,
+          'UserInitiated',
+          `berth's configuration no longer allows this task: ${withdrawn}`,
         );
       } else persist(l);
     }
@@ -751,6 +795,9 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
           return { tasks: tasks.map((l) => snapshot(l.stored.task)), failures: [] };
         }
       }
+      // Every way to start a task comes through here (RunTask, services, hooks): a definition
+      // registered under a laxer config does not run under this one. ClientException, as ECS.
+      hostAccess.admit(req.taskDefinition);
       const failures: RunTaskFailure[] = [];
       let pinned: Record<string, string>;
       try {

@@ -38,6 +38,7 @@ import {
   berthLogTail,
   ecsClient,
   pushImage,
+  removeSuiteBridge,
   runnerPrerequisitesMissing,
   suiteNetwork,
   until as untilWith,
@@ -334,6 +335,8 @@ describe.skipIf(why)('the task runner: roles, secrets, logs, webhooks, restarts'
         BERTH_RUNNER_BRIDGE_NAME: bridge,
         BERTH_RUNNER_BRIDGE_SUBNET: subnet,
         BERTH_RUNNER_WEBHOOKS_FILE: webhooksFile,
+        // Its tasks use the host network (they reach berth on its loopback): the operator's choice.
+        BERTH_RUNNER_ALLOW_HOST_NETWORK: 'true',
         BERTH_LOG_LEVEL: 'info',
       },
     };
@@ -358,8 +361,9 @@ describe.skipIf(why)('the task runner: roles, secrets, logs, webhooks, restarts'
     await tools?.cleanup();
     if (receiver) await new Promise((r) => receiver.close(r));
     rmSync(dataDir, { recursive: true, force: true });
-    // The CNI bridge plugin creates the bridge and never removes it; this suite's is its own.
-    await run('ip', ['link', 'del', bridge]).catch(() => undefined);
+    // The CNI bridge plugin creates the bridge and never removes it; this suite's is its own,
+    // and so are berth's iptables chains for it.
+    await removeSuiteBridge(bridge);
   }, 240_000);
 
   it('a task with a role gets credentials that pull what the role allows, and only its own', async () => {

@@ -27,6 +27,7 @@ import {
   httpGet,
   pushImage as pushTo,
   roleWithPolicy,
+  removeSuiteBridge,
   runnerPrerequisitesMissing,
   suiteNetwork,
   until as untilWith,
@@ -129,8 +130,9 @@ describe.skipIf(why)('the task runner with real containers', () => {
     await berth?.stop();
     await tools?.cleanup();
     rmSync(dataDir, { recursive: true, force: true });
-    // The CNI bridge plugin creates the bridge and never removes it; this suite's is its own.
-    await run('ip', ['link', 'del', bridge]).catch(() => undefined);
+    // The CNI bridge plugin creates the bridge and never removes it; this suite's is its own,
+    // and so are berth's iptables chains for it.
+    await removeSuiteBridge(bridge);
   }, 180_000);
 
   let good1: string;

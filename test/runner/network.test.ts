@@ -12,11 +12,13 @@ import { silentLogger } from '../../src/log.ts';
 import {
   cniChainNames,
   createNetworks,
+  guardChains,
   type NetworkMode,
   type NetworkOptions,
   type Networks,
   PortConflictError,
   type PortRequest,
+  removeBridge,
   type TaskNetwork,
 } from '../../src/runner/network.ts';
 import { run, tool } from '../support/tools.ts';
@@ -148,7 +150,11 @@ describe.skipIf(!isRoot)('task networks on this host (root)', () => {
         await run(tool('ip'), ['netns', 'delete', `berth-${taskId}`]).catch(() => {});
       }
     }
-    await run(tool('ip'), ['link', 'delete', bridgeName]).catch(() => {});
+    await removeBridge(bridgeName);
+    const { filter, nat } = guardChains(bridgeName);
+    const left = `${(await run(tool('iptables'), ['-w', '-S'])).stdout}${await natTable()}`;
+    if (left.includes(filter) || left.includes(nat)) problems.push(`berth's chains for ${bridgeName} left`);
+    if (existsSync(`/sys/class/net/${bridgeName}`)) problems.push(`bridge ${bridgeName} left`);
     if (root) await rm(root, { recursive: true, force: true });
     if (problems.length > 0) throw new Error(`cleanup: ${problems.join('; ')}`);
   });
@@ -190,6 +196,35 @@ describe.skipIf(!isRoot)('task networks on this host (root)', () => {
     await serveIn(web, 8080, 'hello from web1');
     expect(await fetchText(`http://127.0.0.1:${b!.hostPort}/`)).toBe('hello from web1');
     expect(await fetchText(`http://${net.ip}:8080/`)).toBe('hello from web1');
+  });
+
+  it('guards the bridge before a task joins it, and routes the credentials address only when told', async () => {
+    const n = networks();
+    const task = id('guarded');
+    await setup(n, task, 'bridge', [], 'guarded');
+    expect(await n.bridgeExists()).toBe(true);
+    const { filter, nat } = guardChains(bridgeName);
+    const rules = (await run(tool('iptables'), ['-w', '-S'])).stdout;
+    expect(rules).toContain(`-A INPUT -i ${bridgeName} -j ${filter}`);
+    expect(rules).toContain(`-A FORWARD -i ${bridgeName} -j ${filter}`);
+    expect(rules).toMatch(new RegExp(`-A ${filter} -d 127\\.0\\.0\\.0/8 .*-j DROP`));
+    expect(await natTable()).toContain(`-A PREROUTING -i ${bridgeName} -j ${nat}`);
+    expect(await natTable()).not.toContain(`-A ${nat} `);
+    await n.routeCredentials(41234);
+    // Idempotent: a second guard (another start) adds no second jump.
+    await networks().guard();
+    const jumps = (await run(tool('iptables'), ['-w', '-S', 'INPUT'])).stdout.split('\n');
+    expect(jumps.filter((l) => l.includes(filter))).toHaveLength(1);
+    // A new process's guard empties the credentials chain: the port it named is not its own.
+    expect(await natTable()).not.toContain(`--to-destination ${n.gateway}:41234`);
+    await n.routeCredentials(41234);
+    expect(await natTable()).toContain(
+      `--dport 80 -m comment --comment "berth: task credentials" -j DNAT --to-destination ${n.gateway}:41234`,
+    );
+    await n.routeCredentials(undefined);
+    expect(await natTable()).not.toContain(`-A ${nat} `);
+    await n.teardown(task);
+    await expectGone(task);
   });
 
   it('gives two tasks with the same containerPort different host ports, both reachable', async () => {

@@ -10,6 +10,7 @@ import { createApp } from '../../src/http/index.ts';
 import { silentLogger } from '../../src/log.ts';
 import { createRegistry, imageReader, type Registry } from '../../src/registry/index.ts';
 import { createRunner, type Runner, type WebhookEndpoint } from '../../src/runner/index.ts';
+import { removeBridge } from '../../src/runner/network.ts';
 import { checked, createMemoryDriver } from '../../src/storage/index.ts';
 
 export const REGION = 'us-east-1';
@@ -52,6 +53,7 @@ export async function startRunnerApp(opts: {
     scryptCost: 2 ** 10,
   });
   await auth.start();
+  const bridgeName = `b${opts.net}-${process.pid % 10000}`;
   const started = await createRunner({
     storage,
     log: silentLogger,
@@ -60,7 +62,7 @@ export async function startRunnerApp(opts: {
     region: REGION,
     accountId: ACCOUNT,
     registryHosts: [],
-    bridgeName: `b${opts.net}-${process.pid % 10000}`,
+    bridgeName,
     bridgeSubnet: `10.${opts.net}.${process.pid % 200}.0/24`,
     logMaxBytes: 1 << 20,
     hookDebounceMs: 0,
@@ -92,6 +94,8 @@ export async function startRunnerApp(opts: {
     app,
     async close() {
       await started.close();
+      // A bridge task made the bridge and berth's chains for it; both go with the suite.
+      await removeBridge(bridgeName);
       rmSync(root, { recursive: true, force: true });
     },
   };

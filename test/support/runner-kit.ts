@@ -11,7 +11,7 @@ import { ECSClient } from '@aws-sdk/client-ecs';
 import type { RunningBerth } from './berth.ts';
 import type { ContainerTools } from './containers.ts';
 import type { httpsClient } from './https.ts';
-import { tool } from './tools.ts';
+import { run, tool } from './tools.ts';
 
 /** Why the runner suites cannot run here, or undefined when they can. */
 export function runnerPrerequisitesMissing(): string | undefined {
@@ -32,6 +32,33 @@ export function suiteNetwork(prefix: string, secondOctet: number): { bridge: str
     bridge: `${prefix}${process.pid % 100000}`,
     subnet: `10.${secondOctet}.${process.pid % 200}.0/24`,
   };
+}
+
+/**
+ * Removes a suite's bridge and every iptables rule berth keeps for it (the jumps with `-i BRIDGE`
+ * into its BERTH-* chains, and those chains): what a suite that ran bridge tasks owes the host.
+ * Read from the tables rather than from berth's code, so it also cleans what an older berth left.
+ */
+export async function removeSuiteBridge(bridge: string): Promise<void> {
+  const iptables = tool('iptables');
+  for (const table of ['filter', 'nat']) {
+    const rules = (await run(iptables, ['-w', '-t', table, '-S'])).stdout.split('\n');
+    const chains = new Set<string>();
+    for (const line of rules) {
+      const args = line.trim().split(/\s+/);
+      const target = args[args.indexOf('-j') + 1];
+      if (args[0] !== '-A' || !target?.startsWith('BERTH-') || args[args.indexOf('-i') + 1] !== bridge)
+        continue;
+      if (!args.includes('-i')) continue;
+      chains.add(target);
+      await run(iptables, ['-w', '-t', table, '-D', ...args.slice(1)]).catch(() => undefined);
+    }
+    for (const chain of chains) {
+      await run(iptables, ['-w', '-t', table, '-F', chain]).catch(() => undefined);
+      await run(iptables, ['-w', '-t', table, '-X', chain]).catch(() => undefined);
+    }
+  }
+  await run(tool('ip'), ['link', 'delete', bridge]).catch(() => undefined);
 }
 
 /** berth's last log lines, request lines left out: what explains a timeout. */
