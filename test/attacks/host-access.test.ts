@@ -46,6 +46,7 @@ import {
   httpGet,
   pushImage,
   removeSuiteBridge,
+  roleWithPolicy,
   runnerPrerequisitesMissing,
   suiteNetwork,
   until as untilWith,
@@ -528,6 +529,10 @@ describe.skipIf(why)('attacks 1 and 5: host paths, host network and the loopback
       expect(r.message).toContain('runner.allowHostNetwork');
     }
     // Push hooks: a runTask rule and a rollService rule on a push record the refusal on their runs.
+    // Their role may do all they do, so the refusal they record is the host network's alone.
+    const roleArn = await roleWithPolicy(api, 'hostnet-hooks', [
+      { Effect: 'Allow', Action: ['ecs:RunTask', 'ecs:UpdateService', 'registry:Pull'], Resource: '*' },
+    ]);
     for (const [name, action] of [
       ['run-hostnet', { type: 'runTask', cluster, taskDefinition: 'hostnet' }],
       ['roll-hostsvc', { type: 'rollService', cluster, service: 'hostsvc' }],
@@ -535,7 +540,7 @@ describe.skipIf(why)('attacks 1 and 5: host paths, host network and the loopback
       const rule = await api('/api/v1/hooks', {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ rule: { name, repository: 'team/app', tag: 'hooked', action } }),
+        body: JSON.stringify({ rule: { name, repository: 'team/app', tag: 'hooked', roleArn, action } }),
       });
       expect(rule.status, rule.body.toString()).toBe(201);
     }
