@@ -45,7 +45,7 @@ import {
 import type { Scope, ScopeAction } from './scope.ts';
 import { createReplayCache, SigV4Error, type SigV4Request, sigV4Messages, verifySigV4 } from './sigv4.ts';
 import { listOrEmpty, readJson, writeJson } from './store.ts';
-import { createThrottle, type Throttle } from './throttle.ts';
+import { createThrottle, type Throttle, type ThrottleSubject } from './throttle.ts';
 import {
   type AccessEntry,
   type Claims,
@@ -225,9 +225,10 @@ export interface Auth {
   /**
    * Basic credentials to an identity: a user name and password; an access key id (`BK...`) and its
    * secret; or the OIDC user name (AuthOptions.oidcUsername) and an id token, exchanged for the one
-   * role that trusts it. Throttled per `ip:<sourceIp>` and per `account:<name>` (OIDC: per address
-   * only): AuthError 'throttled' with retryAfterSeconds. Failures are AuthError 'bad-credentials'
-   * (or 'federation'). Every outcome is audited (type 'authn').
+   * role that trusts it. Throttled per source address, per account and address, and per account
+   * for addresses that failed on it (OIDC: per address only; throttle.ts): AuthError 'throttled'
+   * with retryAfterSeconds. Failures are AuthError 'bad-credentials' (or 'federation'). Every
+   * outcome is audited (type 'authn').
    */
   authenticateBasic(username: string, secret: string, req: RequestInfo): Promise<Identity>;
 
@@ -238,8 +239,8 @@ export interface Auth {
    * given, pins the scope's region (otherwise any region the client chose is accepted). Throws
    * SigV4Error with the error type and message AWS answers (InvalidSignatureException,
    * UnrecognizedClientException, ...); a key created before berth kept secrets gets
-   * UnrecognizedClientException saying to create a new key. Throttled like Basic (per address and
-   * per key id: AuthError 'throttled'); every outcome that names a key is audited ('authn',
+   * UnrecognizedClientException saying to create a new key. Throttled like Basic (the key id is the
+   * account: AuthError 'throttled'); every outcome that names a key is audited ('authn',
    * action authn:SigV4). In development mode the signature is not checked.
    */
   authenticateSigV4(
@@ -714,7 +715,7 @@ export function createAuth(opts: AuthOptions): Auth {
 
   const actorOf = (identity: Identity) => principalRef(identity.principal);
 
-  function throttled(keys: string[]): AuthError | undefined {
+  function throttled(keys: ThrottleSubject): AuthError | undefined {
     const c = throttle.check(keys);
     return c.allowed
       ? undefined
@@ -782,7 +783,7 @@ export function createAuth(opts: AuthOptions): Auth {
     role: string | undefined,
     action: string,
   ): Promise<Identity> {
-    const keys = [`ip:${req.sourceIp}`];
+    const keys = { address: req.sourceIp };
     const locked = throttled(keys);
     if (locked) {
       await audit({
@@ -919,7 +920,7 @@ export function createAuth(opts: AuthOptions): Auth {
       const byKey = bySession || isAccessKeyId(username);
       const action = byKey ? 'authn:AccessKey' : 'authn:Password';
       const account = clip(username);
-      const keys = [`ip:${req.sourceIp}`, `account:${account}`];
+      const keys = { address: req.sourceIp, account };
       const claimed = byKey ? `accesskey/${account}` : `user/${account}`;
       const locked = throttled(keys);
       if (locked) {
@@ -974,7 +975,7 @@ export function createAuth(opts: AuthOptions): Auth {
       // Filled in by lookupSecret: failures before it (no or malformed Authorization, clock skew,
       // wrong scope) name no key, guess nothing and are not audited or counted.
       let keyId: string | undefined;
-      let keys: string[] = [`ip:${req.sourceIp}`];
+      let keys: ThrottleSubject = { address: req.sourceIp };
       let identity: Identity | undefined;
       let markUsed: (() => void) | undefined;
       try {
@@ -985,7 +986,7 @@ export function createAuth(opts: AuthOptions): Auth {
           replayCache,
           lookupSecret: async (accessKeyId, sessionToken) => {
             keyId = clip(accessKeyId);
-            keys = [`ip:${req.sourceIp}`, `account:${keyId}`];
+            keys = { address: req.sourceIp, account: keyId };
             const locked = throttled(keys);
             if (locked) throw locked;
             if (isSessionKeyId(accessKeyId)) {
@@ -1074,7 +1075,7 @@ export function createAuth(opts: AuthOptions): Auth {
 
     async authenticateRefresh(refreshToken, req, o = {}) {
       if (!enabled) return devIdentity();
-      const keys = [`ip:${req.sourceIp}`];
+      const keys = { address: req.sourceIp };
       const action = 'authn:RefreshToken';
       const locked = throttled(keys);
       const deny = async (actor: string, err: AuthError) => {
