@@ -401,11 +401,9 @@ describe('SigV4 sign-in', () => {
     expect(authn.map((e) => [e.actor, e.action, e.decision, e.sourceIp, e.detail])).toEqual([
       ['user/alice', 'authn:SigV4', 'Allow', req.sourceIp, { accessKeyId: key.id }],
     ]);
-    // The same signed request once more is a replay.
-    const replay = await sigV4Error(
-      auth.authenticateSigV4(signedRequest(key.id, key.secret, clock.t), req, ecs),
-    );
-    expect(replay.code).toBe('InvalidSignatureException');
+    // The same signed request once more is accepted, as AWS accepts it within the window.
+    const again = await auth.authenticateSigV4(signedRequest(key.id, key.secret, clock.t), req, ecs);
+    expect(again.accessKeyId).toBe(key.id);
     // A pinned region must be the one signed for.
     const pinned = await sigV4Error(
       auth.authenticateSigV4(signedRequest(key.id, key.secret, clock.t, '{"a":1}'), req, {

@@ -43,7 +43,7 @@ import {
   type StoredRoleSession,
 } from './role-sessions.ts';
 import type { Scope, ScopeAction } from './scope.ts';
-import { createReplayCache, SigV4Error, type SigV4Request, sigV4Messages, verifySigV4 } from './sigv4.ts';
+import { SigV4Error, type SigV4Request, sigV4Messages, verifySigV4 } from './sigv4.ts';
 import { listOrEmpty, readJson, writeJson } from './store.ts';
 import { createThrottle, type Throttle, type ThrottleSubject } from './throttle.ts';
 import {
@@ -519,7 +519,6 @@ function fromSessionClaim(raw: unknown, exp: number): Identity | undefined {
 function sigV4Reason(err: SigV4Error): string {
   if (err.code === 'UnrecognizedClientException')
     return err.message === sigV4Messages.unrecognizedClient ? 'bad-credentials' : 'no-signing-secret';
-  if (err.message.startsWith('Signature has already been used')) return 'replayed';
   return err.message.startsWith(sigV4Messages.signatureMismatch) ? 'bad-signature' : 'invalid-signature';
 }
 
@@ -640,8 +639,6 @@ export function createAuth(opts: AuthOptions): Auth {
   const federation = createFederation({ storage, now, log, ...(opts.fetch ? { fetch: opts.fetch } : {}) });
   const auditLog = createAuditLog({ storage, now });
   const throttle: Throttle = createThrottle({ ...opts.throttle, now });
-  /** Signatures already accepted, so a captured SigV4 request cannot be sent again. */
-  const replayCache = createReplayCache();
   const roleSessionsDir = '/auth/role-sessions';
   const roleSessions = createRoleSessions(now, {
     load: async (id) =>
@@ -983,7 +980,6 @@ export function createAuth(opts: AuthOptions): Auth {
           service: o.service,
           ...(o.region !== undefined ? { region: o.region } : {}),
           now,
-          replayCache,
           lookupSecret: async (accessKeyId, sessionToken) => {
             keyId = clip(accessKeyId);
             keys = { address: req.sourceIp, account: keyId };
@@ -1015,8 +1011,8 @@ export function createAuth(opts: AuthOptions): Auth {
         const reason =
           err instanceof AuthError ? err.reason : err instanceof SigV4Error ? sigV4Reason(err) : undefined;
         if (reason === undefined) throw err;
-        // A replay or a throttled attempt guesses no secret.
-        if (reason !== 'throttled' && reason !== 'replayed') throttle.fail(keys);
+        // A throttled attempt guesses no secret.
+        if (reason !== 'throttled') throttle.fail(keys);
         await audit({
           type: 'authn',
           actor: identity ? actorOf(identity) : `accesskey/${keyId}`,

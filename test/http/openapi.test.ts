@@ -211,7 +211,7 @@ function signEcs(operation: string, body: string, key: { id: string; secret: str
     .replace(/\.\d{3}/, '');
   const date = amzDate.slice(0, 8);
   const headers: Record<string, string> = {
-    // As the SDKs do: two requests signed in the same second differ (berth refuses a replay).
+    // As the SDKs do: each invocation carries its own id.
     'amz-sdk-invocation-id': randomUUID(),
     'content-type': 'application/x-amz-json-1.1',
     host: 'localhost',
