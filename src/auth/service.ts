@@ -13,6 +13,7 @@
 // Subjects are principal references: `user/alice`, `serviceaccount/ci`, `role/deployer`,
 // `anonymous`. They are the `sub` of access and refresh tokens and the audit actor.
 import { type Logger, silentLogger } from '../log.ts';
+import type { Outbound } from '../outbound.ts';
 import type { StorageDriver } from '../storage/index.ts';
 import { canonicalAction } from './actions.ts';
 import { type AuditEvent, type AuditLog, createAuditLog } from './audit.ts';
@@ -85,8 +86,8 @@ export interface AuthOptions {
   scryptCost?: number;
   /** Milliseconds since the epoch. */
   now?: () => number;
-  /** For OIDC discovery and JWKS requests. */
-  fetch?: typeof fetch;
+  /** For OIDC discovery and JWKS requests (outbound.ts); default: nothing in outbound.allowHosts. */
+  outbound?: Outbound;
 }
 
 /** What the HTTP layer knows about the request that authenticates or is being decided. */
@@ -636,7 +637,12 @@ export function createAuth(opts: AuthOptions): Auth {
   const tokens = createTokenService({ storage, issuer, service, ttlSeconds: tokenTtl, now });
   /** Access tokens already verified, until they expire (bounded; the oldest go first). */
   const verified = new Map<string, { caller: Identity & { access: AccessEntry[] }; expiresAtMs: number }>();
-  const federation = createFederation({ storage, now, log, ...(opts.fetch ? { fetch: opts.fetch } : {}) });
+  const federation = createFederation({
+    storage,
+    now,
+    log,
+    ...(opts.outbound && { outbound: opts.outbound }),
+  });
   const auditLog = createAuditLog({ storage, now });
   const throttle: Throttle = createThrottle({ ...opts.throttle, now });
   const roleSessionsDir = '/auth/role-sessions';

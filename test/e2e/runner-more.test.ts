@@ -334,6 +334,8 @@ describe.skipIf(why)('the task runner: roles, secrets, logs, webhooks, restarts'
         BERTH_RUNNER_BRIDGE_NAME: bridge,
         BERTH_RUNNER_BRIDGE_SUBNET: subnet,
         BERTH_RUNNER_WEBHOOKS_FILE: webhooksFile,
+        // The receiver is plain http on the loopback: allowed, as an operator would allow it.
+        BERTH_OUTBOUND_ALLOW_HOSTS: `127.0.0.1:${receiverPort}`,
         BERTH_LOG_LEVEL: 'info',
       },
     };
