@@ -30,8 +30,27 @@ import { adminAccessKey, berthLogTail, ecsClient, until } from '../support/runne
 const MiB = 1024 * 1024;
 const cleanups: (() => unknown)[] = [];
 afterAll(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
+  // Every step runs, whatever an earlier one did; the first failure is reported at the end.
+  const failures: unknown[] = [];
+  for (const c of cleanups.splice(0).reverse())
+    await Promise.resolve()
+      .then(c)
+      .catch((e) => failures.push(e));
+  if (failures.length > 0) throw failures[0];
 });
+
+/**
+ * Stops a berth, killing it when it does not exit within 20 s (a berth without bounded webhook
+ * attempts waits on a receiver that never finishes), so no server outlives the suite.
+ */
+async function stopBerth(berth: RunningBerth): Promise<void> {
+  const killer = setTimeout(() => berth.process.kill('SIGKILL'), 20_000);
+  try {
+    await berth.stop();
+  } finally {
+    clearTimeout(killer);
+  }
+}
 
 /** A request to berth from a socket bound to `from` (a 127/8 address), trusting berth's CA. */
 function fromAddress(berth: RunningBerth, from: string) {
@@ -107,7 +126,7 @@ describe('attacks 8 and 9: sign-in throttling and SigV4', () => {
   let key: { id: string; secret: string };
   beforeAll(async () => {
     berth = await startBerth();
-    cleanups.push(() => berth.stop());
+    cleanups.push(() => stopBerth(berth));
     key = await adminAccessKey(httpsClient(berth.url, berth.caPath, berth.adminBasic));
   });
 
@@ -392,7 +411,7 @@ describe('attack 10: outbound fetches for OIDC and webhooks are bounded', () => 
         BERTH_LOG_LEVEL: 'info',
       },
     });
-    cleanups.push(() => berth.stop());
+    cleanups.push(() => stopBerth(berth));
     api = httpsClient(berth.url, berth.caPath, berth.adminBasic);
     // The issuer the operator allowed is accepted.
     const good = await post('/oidc-providers', { issuer: goodIssuer.issuer, audiences: ['berth'] });
@@ -549,7 +568,7 @@ describe('attack 10: outbound fetches for OIDC and webhooks are bounded', () => 
       JSON.stringify([{ id: 'plain', url: 'http://127.0.0.1:9/hook', secret: 'attack-10-webhook-secret' }]),
     );
     const started = startBerth({ env: { BERTH_RUNNER_WEBHOOKS_FILE: file } });
-    started.then((b) => cleanups.push(() => b.stop())).catch(() => {});
+    started.then((b) => cleanups.push(() => stopBerth(b))).catch(() => {});
     await expect(started).rejects.toThrow(
       /config runner\.webhooksFile\[0\]\.url: http:\/\/127\.0\.0\.1:9 is plain http.*"127\.0\.0\.1:9" in outbound\.allowHosts/,
     );
