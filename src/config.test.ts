@@ -184,6 +184,17 @@ describe('config', () => {
     expect(parseHostPort('1.2.3.4')).toBeUndefined();
   });
 
+  it('reads outbound.allowHosts from a file or the environment, empty by default', () => {
+    expect(loadConfig({ env: {} }).outbound.allowHosts).toEqual([]);
+    const f = file({ outbound: { allowHosts: ['issuer.internal', '127.0.0.1:8080'] } });
+    expect(loadConfig({ file: f, env: {} }).outbound.allowHosts).toEqual([
+      'issuer.internal',
+      '127.0.0.1:8080',
+    ]);
+    const env = { BERTH_OUTBOUND_ALLOW_HOSTS: 'ci.internal:80, [::1]:9000' };
+    expect(loadConfig({ env }).outbound.allowHosts).toEqual(['ci.internal:80', '[::1]:9000']);
+  });
+
   it('documents every key', () => {
     const ref = configReference().join('\n');
     for (const k of Object.keys(keys)) expect(ref).toContain(k);

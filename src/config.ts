@@ -61,6 +61,11 @@ export const keys = {
     min: 0,
     doc: 'on SIGTERM, how long in-flight requests may take to finish',
   },
+  'outbound.allowHosts': {
+    type: 'list',
+    default: [],
+    doc: 'HOST or HOST:PORT entries OIDC discovery/JWKS and webhook requests may reach over plain http or at a loopback, link-local or metadata address (otherwise: https to other addresses only)',
+  },
   'storage.driver': {
     type: 'driver',
     default: 'filesystem',
@@ -295,6 +300,7 @@ export interface Config {
     readonly names: readonly string[];
   };
   readonly server: { readonly trustProxy: boolean; readonly shutdownTimeoutSeconds: number };
+  readonly outbound: { readonly allowHosts: readonly string[] };
   readonly storage: {
     readonly driver: 'filesystem' | 's3' | 'memory';
     readonly filesystem: { readonly root: string };
@@ -535,6 +541,7 @@ function build(v: Map<ConfigKey, unknown>): Config {
       trustProxy: get('server.trustProxy'),
       shutdownTimeoutSeconds: get('server.shutdownTimeoutSeconds'),
     },
+    outbound: { allowHosts: get('outbound.allowHosts') },
     storage: {
       driver: get('storage.driver'),
       filesystem: { root: root ? resolve(root) : resolve(data, 'storage') },

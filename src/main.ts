@@ -7,6 +7,7 @@ import { ConfigError } from './errors.ts';
 import type { RegistryEvent } from './events.ts';
 import { createApp, credentialsOnlyApp, type RunningServer, startServer } from './http/index.ts';
 import { createLogger, type Logger } from './log.ts';
+import { createOutbound, type Outbound } from './outbound.ts';
 import { createRegistry, imageReader } from './registry/index.ts';
 import { createRunner, type Runner, validateWebhookEndpoints, type WebhookEndpoint } from './runner/index.ts';
 import {
@@ -125,7 +126,7 @@ export async function openStorage(config: Config, log: Logger): Promise<OpenedSt
   return { storage: checked(layer), encryption: layer, ...(sweep && { sweep }), close };
 }
 
-function loadWebhooks(file: string | undefined): WebhookEndpoint[] {
+function loadWebhooks(file: string | undefined, outbound: Outbound): WebhookEndpoint[] {
   if (file === undefined) return [];
   let value: unknown;
   try {
@@ -133,10 +134,12 @@ function loadWebhooks(file: string | undefined): WebhookEndpoint[] {
   } catch (e) {
     throw new ConfigError('runner.webhooksFile', `cannot read ${file}: ${(e as Error).message}`);
   }
-  return validateWebhookEndpoints(value, 'runner.webhooksFile');
+  return validateWebhookEndpoints(value, 'runner.webhooksFile', outbound);
 }
 
 export async function start(config: Config, log: Logger = createLogger(config.log.level)): Promise<Berth> {
+  // Requests to URLs others chose (OIDC issuers, webhooks) follow these rules; see outbound.ts.
+  const outbound = createOutbound({ allowHosts: config.outbound.allowHosts });
   const opened = await openStorage(config, log);
   const { storage, sweep } = opened;
   // Late-bound: the runner (which journals the events for its hooks) is built after the registry.
@@ -157,6 +160,7 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
     tokenTtlSeconds: config.auth.tokenTtlSeconds,
     enabled: config.auth.enabled,
     oidcUsername: config.auth.oidcUsername,
+    outbound,
     ...(config.auth.adminPassword !== undefined && { bootstrapPassword: config.auth.adminPassword }),
   });
   const { bootstrapPassword } = await auth.start();
@@ -179,7 +183,8 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
       hookDebounceMs: config.runner.hookDebounceMs,
       stoppedRetentionMs: config.runner.stoppedTaskRetentionMinutes * 60_000,
       images: imageReader(registry),
-      webhooks: loadWebhooks(config.runner.webhooksFile),
+      webhooks: loadWebhooks(config.runner.webhooksFile, outbound),
+      outbound,
       baseUrl: () => runnerBase,
       // Hooks act as their rule's role, and execution roles pull images, long after any request.
       decideAs: async (principal, action, resource) =>

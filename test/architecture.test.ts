@@ -31,7 +31,7 @@ function moduleOf(rel: string): string {
   return parts.length > 1 ? parts[0]! : parts[0]!.replace(/\.ts$/, '');
 }
 
-const leaves = ['config', 'errors', 'log', 'events', 'tls'];
+const leaves = ['config', 'errors', 'log', 'events', 'tls', 'outbound'];
 // What each module may import from other modules (its own files are always fine).
 const allowed: Record<string, (target: string) => boolean> = {
   config: (t) => t === 'errors.ts',
@@ -39,10 +39,12 @@ const allowed: Record<string, (target: string) => boolean> = {
   log: () => false,
   events: () => false,
   tls: (t) => t === 'errors.ts',
+  // Requests to URLs someone else chose (OIDC issuers, webhooks), bounded in one place.
+  outbound: (t) => t === 'errors.ts',
   storage: (t) => t === 'errors.ts' || t === 'log.ts',
   registry: (t) => ['storage/index.ts', 'errors.ts', 'log.ts', 'events.ts'].includes(t),
-  auth: (t) => ['storage/index.ts', 'errors.ts', 'log.ts'].includes(t),
-  runner: (t) => ['storage/index.ts', 'errors.ts', 'log.ts', 'events.ts'].includes(t),
+  auth: (t) => ['storage/index.ts', 'errors.ts', 'log.ts', 'outbound.ts'].includes(t),
+  runner: (t) => ['storage/index.ts', 'errors.ts', 'log.ts', 'events.ts', 'outbound.ts'].includes(t),
   http: (t) => ['registry/index.ts', 'auth/index.ts', 'runner/index.ts', 'errors.ts', 'log.ts'].includes(t),
   main: () => true,
   cli: () => true,

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { type CryptoKey, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Logger } from '../log.ts';
+import { createOutbound, type Outbound } from '../outbound.ts';
 import { checked, createMemoryDriver, type StorageDriver } from '../storage/index.ts';
 import {
   createFederation,
@@ -109,6 +110,8 @@ let server: Server;
 let issuer: string;
 let published: Jwk[] = [];
 let up = true;
+/** Bytes of padding the JWKS carries (a hostile issuer's answer). */
+let jwksPadding = 0;
 const hits = { discovery: 0, jwks: 0 };
 
 beforeAll(async () => {
@@ -123,7 +126,7 @@ beforeAll(async () => {
       res.end(JSON.stringify({ issuer, jwks_uri: `${issuer}/jwks` }));
     } else if (req.url === '/jwks') {
       hits.jwks++;
-      res.end(JSON.stringify({ keys: published }));
+      res.end(JSON.stringify({ keys: published, padding: ' '.repeat(jwksPadding) }));
     } else res.writeHead(404).end('{}');
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -147,16 +150,20 @@ beforeAll(async () => {
   ]);
 });
 
-function newFederation(over: Partial<Parameters<typeof createFederation>[0]> = {}) {
-  return createFederation({
-    storage,
-    now: () => clock.t,
-    fetch: (input, init) => {
-      fetched.push(String(input));
-      return fetch(input, init);
+/** The outbound rules with the local issuer's host allowed, recording what is fetched. */
+function recordingOutbound(allowHosts = [new URL(issuer).host]): Outbound {
+  const outbound = createOutbound({ allowHosts });
+  return {
+    check: outbound.check,
+    request: (url, init) => {
+      fetched.push(String(url));
+      return outbound.request(url, init);
     },
-    ...over,
-  });
+  };
+}
+
+function newFederation(over: Partial<Parameters<typeof createFederation>[0]> = {}) {
+  return createFederation({ storage, now: () => clock.t, outbound: recordingOutbound(), ...over });
 }
 
 beforeEach(() => {
@@ -167,6 +174,7 @@ beforeEach(() => {
   up = true;
   hits.discovery = 0;
   hits.jwks = 0;
+  jwksPadding = 0;
   fetched.length = 0;
 });
 
@@ -222,7 +230,8 @@ describe('providers', () => {
       reason: 'invalid',
       messages: [
         'unknown key "extra"',
-        'issuer: must be https; plain http is accepted only for 127.0.0.1, localhost and [::1]',
+        'issuer: berth would fetch its keys from it, and http://ci.example.com is plain http, which berth ' +
+          'uses only for hosts the operator allows: list "ci.example.com:80" in outbound.allowHosts to allow it',
         'id: must be 1 to 128 letters, digits or ._~- and not start with "." or "-"',
         'audiences: must be a non-empty array of strings (the aud the CI job requests)',
         'claimsLimit: must be an integer from 1 to 1000',
@@ -259,10 +268,32 @@ describe('providers', () => {
     expect(await fed.listProviders()).toEqual([]);
   });
 
-  it('accepts plain http only on loopback', async () => {
-    await fed.addProvider({ issuer: 'http://localhost:1234', audiences: ['berth'] });
-    await fed.addProvider({ issuer: 'http://127.0.0.1:1234/x', audiences: ['berth'] });
-    expect((await fed.listProviders()).map((p) => p.id)).toEqual(['127.0.0.1-1234-x', 'localhost-1234']);
+  it('accepts plain http and local addresses only for hosts in outbound.allowHosts', async () => {
+    const strict = newFederation({ outbound: createOutbound({ allowHosts: [] }) });
+    for (const [url, why] of [
+      ['http://localhost:1234', 'is plain http'] as const,
+      ['https://127.0.0.1:1234/x', 'is a loopback address'],
+      ['https://169.254.169.254', 'is a link-local or cloud metadata address'],
+    ])
+      expect(
+        (await providerErrors(strict.addProvider({ issuer: url, audiences: ['berth'] }))).messages,
+      ).toEqual([expect.stringContaining(`${why}, which berth `)]);
+    const allowing = newFederation({
+      outbound: createOutbound({ allowHosts: ['localhost:1234', '127.0.0.1'] }),
+    });
+    await allowing.addProvider({ issuer: 'http://localhost:1234', audiences: ['berth'] });
+    await allowing.addProvider({ issuer: 'https://127.0.0.1:1234/x', audiences: ['berth'] });
+    // With its keys given inline, an issuer is only a name to compare: berth never fetches from it.
+    await strict.addProvider({
+      issuer: 'http://ci.internal',
+      audiences: ['berth'],
+      jwks: { keys: [offline.jwk] },
+    });
+    expect((await fed.listProviders()).map((p) => p.id)).toEqual([
+      '127.0.0.1-1234-x',
+      'ci.internal',
+      'localhost-1234',
+    ]);
   });
 
   it('refuses a second provider with the same id or the same issuer', async () => {
@@ -452,6 +483,38 @@ describe('exchange', () => {
     await expect(
       fed.exchange(await ghToken(live, issuer), rolesOf([deployer(issuer)])),
     ).resolves.toBeTruthy();
+  });
+
+  it('reads at most 1 MiB of JWKS, and tells the operator why an issuer failed', async () => {
+    const warnings: Record<string, unknown>[] = [];
+    const log = { warn: (obj: Record<string, unknown>) => warnings.push(obj) } as unknown as Logger;
+    fed = newFederation({ log });
+    await withProviders();
+    jwksPadding = 1024 * 1024;
+    const e = await failure(fed.exchange(await ghToken(live, issuer), rolesOf([deployer(issuer)])));
+    expect(e.message).toBe(`could not get the signing keys of issuer "${issuer}"`);
+    expect(warnings).toEqual([
+      {
+        url: `${issuer}/jwks`,
+        document: 'jwks',
+        err: `GET ${issuer}/jwks: the response is larger than 1 MiB, the most berth reads here`,
+      },
+    ]);
+    // Just under the limit is fine.
+    jwksPadding = 1024 * 1024 - 1024;
+    clock.t += 31_000;
+    await expect(
+      fed.exchange(await ghToken(live, issuer), rolesOf([deployer(issuer)])),
+    ).resolves.toBeTruthy();
+  });
+
+  it('refuses at fetch time an issuer whose host is no longer allowed', async () => {
+    await withProviders();
+    const strict = newFederation({ outbound: recordingOutbound([]) });
+    const e = await failure(strict.exchange(await ghToken(live, issuer), rolesOf([deployer(issuer)])));
+    expect(e.reason).toBe('issuer-unreachable');
+    expect(fetched).toEqual([`${issuer}/.well-known/openid-configuration`]);
+    expect(hits.discovery).toBe(0);
   });
 
   it('rejects malformed tokens', async () => {

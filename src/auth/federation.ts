@@ -6,8 +6,17 @@
 // The token is read twice. First unverified, only to learn which provider it claims to come
 // from; then verified against that provider's configured issuer, audiences and keys, so nothing
 // the token says about itself chooses how it is checked. Only the verified claims meet a policy.
+//
+// An issuer is a URL an admin-API caller chose, and its discovery document names another (the
+// jwks_uri): berth reads both through outbound.ts, so only over https (plain http for hosts the
+// operator lists in outbound.allowHosts), never on this machine or a cloud metadata address unless
+// listed, at most 256 KiB of discovery document and 1 MiB of JWKS (real ones are a few KiB; a
+// JWKS at berth's limit of 100 keys with certificate chains stays well under it), each request
+// done within 5 s, redirects not followed. A provider is refused when it is added if its issuer
+// breaks the rules on its face; names that resolve to a refused address fail at fetch time.
 import { createPublicKey, type JsonWebKey } from 'node:crypto';
 import { type Logger, silentLogger } from '../log.ts';
+import { createOutbound, type Outbound, OutboundError } from '../outbound.ts';
 import type { StorageDriver } from '../storage/index.ts';
 import { policyError as err, type PolicyError } from './conditions.ts';
 import { isRecord, listOrEmpty, readJson, writeJson } from './store.ts';
@@ -118,8 +127,8 @@ export interface Federation {
 
 export interface FederationOptions {
   storage: StorageDriver;
-  /** For discovery and JWKS requests. */
-  fetch?: typeof fetch;
+  /** For discovery and JWKS requests; default: outbound rules with nothing in outbound.allowHosts. */
+  outbound?: Outbound;
   /** Milliseconds since the epoch. */
   now?: () => number;
   /** How long discovered keys are used before discovery runs again; default 600. */
@@ -138,7 +147,12 @@ const maxIssuerLength = 2048;
 const maxJwksKeys = 100;
 // The same bound tokens.ts puts on a token before decoding it.
 const maxTokenLength = 64 * 1024;
-const loopbackHosts = new Set(['127.0.0.1', 'localhost', '[::1]']);
+/** Response size limits and the deadline of each discovery and JWKS request (see the header). */
+export const issuerFetchLimits = {
+  discovery: 256 * 1024,
+  jwks: 1024 * 1024,
+  timeoutMs: 5000,
+} as const;
 const privateJwkMembers = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
 const publicJwkMembers = ['kty', 'kid', 'alg', 'use', 'key_ops', 'crv', 'n', 'e', 'x', 'y'];
 const requiredJwkMembers: Readonly<Record<string, readonly string[]>> = {
@@ -154,7 +168,12 @@ function show(text: string): string {
   return JSON.stringify(text.length > 200 ? `${text.slice(0, 200)}...` : text);
 }
 
-function checkIssuer(raw: unknown, errors: PolicyError[]): URL | undefined {
+/**
+ * `outbound` is given for a provider being added whose keys berth will fetch (no inline JWKS):
+ * its issuer must be one berth may send requests to. A stored provider is read back without it
+ * (the rules apply again to every fetch), and with inline keys the issuer is only a name to compare.
+ */
+function checkIssuer(raw: unknown, errors: PolicyError[], outbound?: Outbound): URL | undefined {
   if (typeof raw !== 'string' || raw === '') {
     errors.push(err('issuer', 'must be a non-empty string'));
     return undefined;
@@ -171,12 +190,16 @@ function checkIssuer(raw: unknown, errors: PolicyError[]): URL | undefined {
     return undefined;
   }
   const before = errors.length;
-  if (url.protocol === 'http:') {
-    if (!loopbackHosts.has(url.hostname))
-      errors.push(
-        err('issuer', 'must be https; plain http is accepted only for 127.0.0.1, localhost and [::1]'),
-      );
-  } else if (url.protocol !== 'https:') errors.push(err('issuer', 'must be an https URL'));
+  if (url.protocol !== 'https:' && url.protocol !== 'http:')
+    errors.push(err('issuer', 'must be an https URL'));
+  else if (outbound) {
+    try {
+      outbound.check(url);
+    } catch (e) {
+      if (!(e instanceof OutboundError)) throw e;
+      errors.push(err('issuer', `berth would fetch its keys from it, and ${e.message}`));
+    }
+  }
   // OIDC Discovery 1.0 section 2: an issuer is scheme, host, port and path, nothing more.
   if (raw.includes('?') || raw.includes('#')) errors.push(err('issuer', 'may not have a query or fragment'));
   if (url.username !== '' || url.password !== '') errors.push(err('issuer', 'may not carry credentials'));
@@ -271,11 +294,15 @@ export function providerIdFor(issuer: string): string {
 
 const inputKeys = ['id', 'issuer', 'audiences', 'jwks', 'claimsLimit'];
 
-function checkProvider(raw: unknown, known = inputKeys): Omit<OidcProvider, 'createdAt'> {
+function checkProvider(
+  raw: unknown,
+  known = inputKeys,
+  outbound?: Outbound,
+): Omit<OidcProvider, 'createdAt'> {
   if (!isRecord(raw)) throw new ProviderError('invalid', [err('', 'a provider must be an object')]);
   const errors: PolicyError[] = [];
   for (const k of Object.keys(raw)) if (!known.includes(k)) errors.push(err('', `unknown key ${show(k)}`));
-  const url = checkIssuer(raw['issuer'], errors);
+  const url = checkIssuer(raw['issuer'], errors, raw['jwks'] === undefined ? outbound : undefined);
   let id = raw['id'];
   if (id === undefined) id = url ? providerIdFor(url.href) : undefined;
   else if (typeof id !== 'string' || !providerIdPattern.test(id))
@@ -356,8 +383,42 @@ export function createFederation(opts: FederationOptions): Federation {
   const { storage } = opts;
   const now = opts.now ?? Date.now;
   const log = opts.log ?? silentLogger;
+  const outbound = opts.outbound ?? createOutbound({ allowHosts: [] });
+
+  /**
+   * One bounded GET. The operator learns why an issuer's keys could not be read (the caller
+   * presenting a token is only told that they could not: the reason is about berth's network).
+   */
+  async function fetchJson(url: string, document: 'discovery' | 'jwks'): Promise<unknown> {
+    const name = document === 'jwks' ? 'JWKS' : 'discovery document';
+    try {
+      const res = await outbound.request(url, {
+        timeoutMs: issuerFetchLimits.timeoutMs,
+        maxBodyBytes: issuerFetchLimits[document],
+        headers: { accept: 'application/json' },
+      });
+      if (res.status !== 200) {
+        const to = res.headers.location;
+        throw new Error(
+          `GET ${url}: HTTP ${res.status}${to ? ` redirecting to ${show(to)}, which berth does not follow: configure the issuer it leads to` : ''}`,
+        );
+      }
+      try {
+        return JSON.parse(res.body.toString('utf8'));
+      } catch {
+        throw new Error(`GET ${url}: the ${name} is not JSON`);
+      }
+    } catch (e) {
+      log.warn(
+        { url, document, err: e instanceof Error ? e.message : String(e) },
+        `OIDC: could not read an issuer's ${name}`,
+      );
+      throw e;
+    }
+  }
+
   const cache = createJwksCache({
-    ...(opts.fetch ? { fetch: opts.fetch } : {}),
+    fetchJson,
     ...(opts.jwksTtlSeconds !== undefined ? { ttlSeconds: opts.jwksTtlSeconds } : {}),
     now,
   });
@@ -409,7 +470,7 @@ export function createFederation(opts: FederationOptions): Federation {
 
   return {
     async addProvider(input) {
-      const provider = checkProvider(input);
+      const provider = checkProvider(input, inputKeys, outbound);
       return serialized(async () => {
         if (await getProvider(provider.id))
           throw new ProviderError('conflict', [

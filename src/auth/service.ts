@@ -13,6 +13,7 @@
 // Subjects are principal references: `user/alice`, `serviceaccount/ci`, `role/deployer`,
 // `anonymous`. They are the `sub` of access and refresh tokens and the audit actor.
 import { type Logger, silentLogger } from '../log.ts';
+import type { Outbound } from '../outbound.ts';
 import type { StorageDriver } from '../storage/index.ts';
 import { canonicalAction } from './actions.ts';
 import { type AuditEvent, type AuditLog, createAuditLog } from './audit.ts';
@@ -44,9 +45,9 @@ import {
   type StoredRoleSession,
 } from './role-sessions.ts';
 import type { Scope, ScopeAction } from './scope.ts';
-import { createReplayCache, SigV4Error, type SigV4Request, sigV4Messages, verifySigV4 } from './sigv4.ts';
+import { SigV4Error, type SigV4Request, sigV4Messages, verifySigV4 } from './sigv4.ts';
 import { listOrEmpty, readJson, writeJson } from './store.ts';
-import { createThrottle, type Throttle } from './throttle.ts';
+import { createThrottle, type Throttle, type ThrottleSubject } from './throttle.ts';
 import {
   type AccessEntry,
   type Claims,
@@ -86,8 +87,8 @@ export interface AuthOptions {
   scryptCost?: number;
   /** Milliseconds since the epoch. */
   now?: () => number;
-  /** For OIDC discovery and JWKS requests. */
-  fetch?: typeof fetch;
+  /** For OIDC discovery and JWKS requests (outbound.ts); default: nothing in outbound.allowHosts. */
+  outbound?: Outbound;
 }
 
 /** What the HTTP layer knows about the request that authenticates or is being decided. */
@@ -226,9 +227,10 @@ export interface Auth {
   /**
    * Basic credentials to an identity: a user name and password; an access key id (`BK...`) and its
    * secret; or the OIDC user name (AuthOptions.oidcUsername) and an id token, exchanged for the one
-   * role that trusts it. Throttled per `ip:<sourceIp>` and per `account:<name>` (OIDC: per address
-   * only): AuthError 'throttled' with retryAfterSeconds. Failures are AuthError 'bad-credentials'
-   * (or 'federation'). Every outcome is audited (type 'authn').
+   * role that trusts it. Throttled per source address, per account and address, and per account
+   * for addresses that failed on it (OIDC: per address only; throttle.ts): AuthError 'throttled'
+   * with retryAfterSeconds. Failures are AuthError 'bad-credentials' (or 'federation'). Every
+   * outcome is audited (type 'authn').
    */
   authenticateBasic(username: string, secret: string, req: RequestInfo): Promise<Identity>;
 
@@ -239,8 +241,8 @@ export interface Auth {
    * given, pins the scope's region (otherwise any region the client chose is accepted). Throws
    * SigV4Error with the error type and message AWS answers (InvalidSignatureException,
    * UnrecognizedClientException, ...); a key created before berth kept secrets gets
-   * UnrecognizedClientException saying to create a new key. Throttled like Basic (per address and
-   * per key id: AuthError 'throttled'); every outcome that names a key is audited ('authn',
+   * UnrecognizedClientException saying to create a new key. Throttled like Basic (the key id is the
+   * account: AuthError 'throttled'); every outcome that names a key is audited ('authn',
    * action authn:SigV4). In development mode the signature is not checked.
    */
   authenticateSigV4(
@@ -528,7 +530,6 @@ function fromSessionClaim(raw: unknown, exp: number): Identity | undefined {
 function sigV4Reason(err: SigV4Error): string {
   if (err.code === 'UnrecognizedClientException')
     return err.message === sigV4Messages.unrecognizedClient ? 'bad-credentials' : 'no-signing-secret';
-  if (err.message.startsWith('Signature has already been used')) return 'replayed';
   return err.message.startsWith(sigV4Messages.signatureMismatch) ? 'bad-signature' : 'invalid-signature';
 }
 
@@ -646,11 +647,14 @@ export function createAuth(opts: AuthOptions): Auth {
   const tokens = createTokenService({ storage, issuer, service, ttlSeconds: tokenTtl, now });
   /** Access tokens already verified, until they expire (bounded; the oldest go first). */
   const verified = new Map<string, { caller: Identity & { access: AccessEntry[] }; expiresAtMs: number }>();
-  const federation = createFederation({ storage, now, log, ...(opts.fetch ? { fetch: opts.fetch } : {}) });
+  const federation = createFederation({
+    storage,
+    now,
+    log,
+    ...(opts.outbound && { outbound: opts.outbound }),
+  });
   const auditLog = createAuditLog({ storage, now });
   const throttle: Throttle = createThrottle({ ...opts.throttle, now });
-  /** Signatures already accepted, so a captured SigV4 request cannot be sent again. */
-  const replayCache = createReplayCache();
   const roleSessionsDir = '/auth/role-sessions';
   const roleSessions = createRoleSessions(now, {
     load: async (id) =>
@@ -724,7 +728,7 @@ export function createAuth(opts: AuthOptions): Auth {
 
   const actorOf = (identity: Identity) => principalRef(identity.principal);
 
-  function throttled(keys: string[]): AuthError | undefined {
+  function throttled(keys: ThrottleSubject): AuthError | undefined {
     const c = throttle.check(keys);
     return c.allowed
       ? undefined
@@ -792,7 +796,7 @@ export function createAuth(opts: AuthOptions): Auth {
     role: string | undefined,
     action: string,
   ): Promise<Identity> {
-    const keys = [`ip:${req.sourceIp}`];
+    const keys = { address: req.sourceIp };
     const locked = throttled(keys);
     if (locked) {
       await audit({
@@ -929,7 +933,7 @@ export function createAuth(opts: AuthOptions): Auth {
       const byKey = bySession || isAccessKeyId(username);
       const action = byKey ? 'authn:AccessKey' : 'authn:Password';
       const account = clip(username);
-      const keys = [`ip:${req.sourceIp}`, `account:${account}`];
+      const keys = { address: req.sourceIp, account };
       const claimed = byKey ? `accesskey/${account}` : `user/${account}`;
       const locked = throttled(keys);
       if (locked) {
@@ -984,7 +988,7 @@ export function createAuth(opts: AuthOptions): Auth {
       // Filled in by lookupSecret: failures before it (no or malformed Authorization, clock skew,
       // wrong scope) name no key, guess nothing and are not audited or counted.
       let keyId: string | undefined;
-      let keys: string[] = [`ip:${req.sourceIp}`];
+      let keys: ThrottleSubject = { address: req.sourceIp };
       let identity: Identity | undefined;
       let markUsed: (() => void) | undefined;
       try {
@@ -992,10 +996,9 @@ export function createAuth(opts: AuthOptions): Auth {
           service: o.service,
           ...(o.region !== undefined ? { region: o.region } : {}),
           now,
-          replayCache,
           lookupSecret: async (accessKeyId, sessionToken) => {
             keyId = clip(accessKeyId);
-            keys = [`ip:${req.sourceIp}`, `account:${keyId}`];
+            keys = { address: req.sourceIp, account: keyId };
             const locked = throttled(keys);
             if (locked) throw locked;
             if (isSessionKeyId(accessKeyId)) {
@@ -1024,8 +1027,8 @@ export function createAuth(opts: AuthOptions): Auth {
         const reason =
           err instanceof AuthError ? err.reason : err instanceof SigV4Error ? sigV4Reason(err) : undefined;
         if (reason === undefined) throw err;
-        // A replay or a throttled attempt guesses no secret.
-        if (reason !== 'throttled' && reason !== 'replayed') throttle.fail(keys);
+        // A throttled attempt guesses no secret.
+        if (reason !== 'throttled') throttle.fail(keys);
         await audit({
           type: 'authn',
           actor: identity ? actorOf(identity) : `accesskey/${keyId}`,
@@ -1084,7 +1087,7 @@ export function createAuth(opts: AuthOptions): Auth {
 
     async authenticateRefresh(refreshToken, req, o = {}) {
       if (!enabled) return devIdentity();
-      const keys = [`ip:${req.sourceIp}`];
+      const keys = { address: req.sourceIp };
       const action = 'authn:RefreshToken';
       const locked = throttled(keys);
       const deny = async (actor: string, err: AuthError) => {

@@ -13,8 +13,14 @@
 //   scope (region/service/...)  -> InvalidSignatureException "Credential should be scoped ..."
 //   unknown key or bad token    -> UnrecognizedClientException
 //   signature                   -> InvalidSignatureException "The request signature we calculated ..."
-//   replay                      -> InvalidSignatureException (berth's rule; AWS only bounds the clock)
 // Every one of these answers HTTP 400 on ECS.
+//
+// There is no replay check, because AWS has none: a signed request stays valid for the whole
+// clock-skew window (5 minutes either way on ECS), and the SDKs and the CLI rely on it. They sign
+// once and send the same bytes again on a retry, and two calls made in the same second with the
+// same parameters (parallel `aws ecs list-clusters`, a describe loop) are byte-identical, so a
+// cache of used signatures refused normal use. What bounds a captured request is the window (the
+// date is inside the signature) and TLS, which keeps requests from being captured at all.
 
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 
@@ -76,7 +82,6 @@ export interface SigV4Options {
   now?: () => number;
   /** How far the request's date may be from now, either way (AWS: 5 minutes). */
   maxSkewSeconds?: number;
-  replayCache: ReplayCache;
 }
 
 export interface SigV4Identity {
@@ -213,15 +218,6 @@ export async function verifySigV4(req: SigV4Request, opts: SigV4Options): Promis
       'InvalidSignatureException',
       `${sigV4Messages.signatureMismatch}\n\nThe Canonical String for this request should have been\n'${canonical}'\n\n` +
         `The String-to-Sign should have been\n'${toSign}'\n`,
-    );
-  }
-
-  // Checked and remembered in one synchronous step after the signature holds, so two copies of
-  // one request racing through lookupSecret cannot both pass.
-  if (opts.replayCache.seen(`${accessKeyId}\n${signature}`, nowMs)) {
-    throw new SigV4Error(
-      'InvalidSignatureException',
-      'Signature has already been used: each request must be signed anew (the signature of a request berth accepted cannot be replayed).',
     );
   }
 
@@ -413,50 +409,4 @@ export function deriveSigningKey(secret: string, date: string, region: string, s
 
 function sha256Hex(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
-}
-
-// --- replay ---------------------------------------------------------------------------------
-
-export interface ReplayCache {
-  /** True if `key` was seen within the TTL; otherwise remembers it and answers false. */
-  seen(key: string, nowMs: number): boolean;
-  readonly size: number;
-}
-
-/**
- * Remembers accepted signatures for ttlSeconds. A request dated up to maxSkew in the future stays
- * acceptable for 2 x maxSkew, hence the 600 s default. Memory is bounded by maxEntries: past it
- * the oldest entries go first (a flood of fresh signed requests could then reopen the window for
- * the oldest ones, which beats refusing service).
- */
-export function createReplayCache(opts: { ttlSeconds?: number; maxEntries?: number } = {}): ReplayCache {
-  const ttlMs = (opts.ttlSeconds ?? 2 * DEFAULT_SKEW_SECONDS) * 1000;
-  const maxEntries = opts.maxEntries ?? 100_000;
-  // Every entry lives for the same TTL, so insertion order is expiry order and purging only ever
-  // looks at the front of the map.
-  const expiries = new Map<string, number>();
-  const purge = (nowMs: number) => {
-    for (const [key, expiry] of expiries) {
-      if (expiry > nowMs) break;
-      expiries.delete(key);
-    }
-  };
-  return {
-    seen(key, nowMs) {
-      purge(nowMs);
-      const expiry = expiries.get(key);
-      if (expiry !== undefined && expiry > nowMs) return true;
-      // An entry behind a younger one (a caller's clock stepped back) may outlive its purge.
-      expiries.delete(key);
-      while (expiries.size >= maxEntries) {
-        const oldest = expiries.keys().next().value as string;
-        expiries.delete(oldest);
-      }
-      expiries.set(key, nowMs + ttlMs);
-      return false;
-    },
-    get size() {
-      return expiries.size;
-    },
-  };
 }

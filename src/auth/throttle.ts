@@ -1,17 +1,37 @@
-// Brute-force throttling for logins: per key (`ip:192.0.2.7`, `account:alice`), a sliding window of
-// recent failures. `maxFailures` failures within `windowSeconds` lock the key for `lockoutSeconds`.
-// The failures stay in the window, so once a lock ends each further failure inside the window
-// locks again at once: after the first lockout an attacker gets one guess per lockout, not
-// another burst.
+// Brute-force throttling for sign-ins that stops the attacker, not the user. Locking an account
+// outright would hand anyone who knows its name a way to lock its owner out (ten wrong passwords
+// for `admin` from anywhere), so failures are counted per source address and per pair of account
+// and address, and the account's own count only ever holds back addresses that have failed on it:
 //
-// succeed() clears the keys that are not `ip:` keys: a user who finally remembers the password
-// starts afresh, but one valid login does not reset an address that is guessing at many accounts.
+//   address          every failure from the address, whatever account: one address spraying
+//                    guesses over many accounts is stopped.
+//   account+address  failures of one address on one account: one address hammering one account
+//                    is stopped.
+//   account          failures on the account from every address: while it is locked (a guessing
+//                    run spread over many addresses), each address that has itself failed on the
+//                    account within the window is refused, so each attacking address gets about
+//                    one guess per window instead of a burst; an address with no failure on the
+//                    account, where the real user is, still signs in.
 //
-// Pure and in memory (one process; a restart forgets). At most `maxKeys` keys are tracked; past
+// Each counter is a sliding window of recent failures: `maxFailures` within `windowSeconds` lock
+// it for `lockoutSeconds`. The failures stay in the window, so once a lock ends each further
+// failure inside the window locks again at once: after the first lockout an attacker gets one
+// guess per lockout, not another burst. A lock answers 429 with Retry-After (the longest of the
+// locks that apply).
+//
+// succeed() forgets the account+address count only: a user who finally remembers the password
+// starts afresh, but one valid login neither resets an address that is guessing at many accounts
+// nor ends an attack on the account from elsewhere.
+//
+// IPv6 addresses count per /64: one host or site usually holds a whole /64, so counting each of its
+// 2^64 addresses apart would give an attacker as many fresh counters as it likes.
+//
+// Pure and in memory (one process; a restart forgets). At most `maxKeys` counters are kept; past
 // that the least recently failed one is forgotten.
+import { isIPv4, isIPv6 } from 'node:net';
 
 export interface ThrottleOptions {
-  /** Failures within the window that lock a key; default 10. */
+  /** Failures within the window that lock a counter; default 10. */
   maxFailures?: number;
   /** Default 300. */
   windowSeconds?: number;
@@ -23,26 +43,56 @@ export interface ThrottleOptions {
   now?: () => number;
 }
 
+/** Who is trying: the source address and, when the attempt names one, the account (user, key id). */
+export interface ThrottleSubject {
+  readonly address: string;
+  readonly account?: string;
+}
+
 export type ThrottleCheck = { allowed: true } | { allowed: false; retryAfterSeconds: number };
 
 export interface Throttle {
-  /** Whether an attempt may be made now: refused while any of the keys is locked. */
-  check(keys: readonly string[]): ThrottleCheck;
-  /** Records a failed attempt against every key. */
-  fail(keys: readonly string[]): void;
-  /** Records a success: forgets the failures of every key but the `ip:` ones. */
-  succeed(keys: readonly string[]): void;
-  /** Keys currently tracked (for metrics and tests). */
+  /** Whether an attempt may be made now (see the header for which locks apply). */
+  check(subject: ThrottleSubject): ThrottleCheck;
+  /** Records a failed attempt against the address, the account+address pair and the account. */
+  fail(subject: ThrottleSubject): void;
+  /** Records a success: forgets the failures of the account+address pair. */
+  succeed(subject: ThrottleSubject): void;
+  /** Counters currently kept (for metrics and tests). */
   readonly size: number;
 }
 
-interface KeyState {
+interface Counter {
   /** Failure times, oldest first, at most maxFailures of them. */
   failures: number[];
   lockedUntil: number;
 }
 
 const allowed: ThrottleCheck = Object.freeze({ allowed: true });
+
+/** The unit an address is counted in: IPv4 as is (also when IPv4-mapped), IPv6 by its /64. */
+export function addressUnit(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped && isIPv4(mapped[1]!)) return mapped[1]!;
+  if (!isIPv6(address)) return address;
+  return `${expandIPv6(address).slice(0, 4).join(':')}::/64`;
+}
+
+/** The eight 16-bit groups of an IPv6 address, as lower-case hex without leading zeros. */
+function expandIPv6(address: string): string[] {
+  let text = address.toLowerCase().replace(/%.*$/, '');
+  // A dotted IPv4 tail is the last two groups.
+  const tail = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (tail) {
+    const [a, b, c, d] = tail.slice(1).map(Number) as [number, number, number, number];
+    text = `${text.slice(0, tail.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head = '', rest] = text.split('::');
+  const left = head === '' ? [] : head.split(':');
+  const right = rest === undefined || rest === '' ? [] : rest.split(':');
+  const zeros = rest === undefined ? [] : Array<string>(8 - left.length - right.length).fill('0');
+  return [...left, ...zeros, ...right].map((g) => Number.parseInt(g, 16).toString(16));
+}
 
 export function createThrottle(opts: ThrottleOptions = {}): Throttle {
   const maxFailures = opts.maxFailures ?? 10;
@@ -57,59 +107,81 @@ export function createThrottle(opts: ThrottleOptions = {}): Throttle {
     throw new RangeError('throttle: maxKeys must be a positive integer');
 
   // Insertion order is recency of the last failure: the first entry is the one to evict.
-  const states = new Map<string, KeyState>();
+  const counters = new Map<string, Counter>();
 
-  /** Drops failures that left the window; forgets the key entirely once nothing of it is left. */
-  function current(key: string, t: number): KeyState | undefined {
-    const s = states.get(key);
-    if (!s) return undefined;
+  // NUL cannot occur in an address, and account names are cut by the caller: the three kinds of
+  // key never collide.
+  const keysOf = (s: ThrottleSubject): { address: string; account?: { pair: string; all: string } } => {
+    const unit = addressUnit(s.address);
+    const address = `ip\0${unit}`;
+    if (s.account === undefined) return { address };
+    return { address, account: { pair: `pair\0${unit}\0${s.account}`, all: `acct\0${s.account}` } };
+  };
+
+  /** Drops failures that left the window; forgets the counter once nothing of it is left. */
+  function current(key: string, t: number): Counter | undefined {
+    const c = counters.get(key);
+    if (!c) return undefined;
     const cutoff = t - windowMs;
     let drop = 0;
-    while (drop < s.failures.length && (s.failures[drop] as number) <= cutoff) drop++;
-    if (drop > 0) s.failures.splice(0, drop);
-    if (s.failures.length === 0 && s.lockedUntil <= t) {
-      states.delete(key);
+    while (drop < c.failures.length && (c.failures[drop] as number) <= cutoff) drop++;
+    if (drop > 0) c.failures.splice(0, drop);
+    if (c.failures.length === 0 && c.lockedUntil <= t) {
+      counters.delete(key);
       return undefined;
     }
-    return s;
+    return c;
+  }
+
+  function failOne(key: string, t: number) {
+    const c = current(key, t) ?? { failures: [], lockedUntil: 0 };
+    counters.delete(key);
+    counters.set(key, c);
+    c.failures.push(t);
+    if (c.failures.length > maxFailures) c.failures.shift();
+    if (c.failures.length >= maxFailures) c.lockedUntil = Math.max(c.lockedUntil, t + lockoutMs);
+    while (counters.size > maxKeys) {
+      const oldest = counters.keys().next();
+      if (oldest.done) break;
+      counters.delete(oldest.value);
+    }
   }
 
   return {
-    check(keys) {
+    check(subject) {
       const t = now();
-      let until = 0;
-      for (const key of keys) {
-        const s = current(key, t);
-        if (s && s.lockedUntil > t && s.lockedUntil > until) until = s.lockedUntil;
+      const keys = keysOf(subject);
+      const lockedUntil = (c: Counter | undefined) => (c && c.lockedUntil > t ? c.lockedUntil : 0);
+      let until = lockedUntil(current(keys.address, t));
+      if (keys.account) {
+        const pair = current(keys.account.pair, t);
+        until = Math.max(until, lockedUntil(pair));
+        // The account's lock holds back only addresses that have failed on it themselves.
+        if (pair && pair.failures.length > 0)
+          until = Math.max(until, lockedUntil(current(keys.account.all, t)));
       }
       return until > t
         ? { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil((until - t) / 1000)) }
         : allowed;
     },
 
-    fail(keys) {
+    fail(subject) {
       const t = now();
-      for (const key of new Set(keys)) {
-        const s = current(key, t) ?? { failures: [], lockedUntil: 0 };
-        states.delete(key);
-        states.set(key, s);
-        s.failures.push(t);
-        if (s.failures.length > maxFailures) s.failures.shift();
-        if (s.failures.length >= maxFailures) s.lockedUntil = Math.max(s.lockedUntil, t + lockoutMs);
-        while (states.size > maxKeys) {
-          const oldest = states.keys().next();
-          if (oldest.done) break;
-          states.delete(oldest.value);
-        }
+      const keys = keysOf(subject);
+      failOne(keys.address, t);
+      if (keys.account) {
+        failOne(keys.account.pair, t);
+        failOne(keys.account.all, t);
       }
     },
 
-    succeed(keys) {
-      for (const key of keys) if (!key.startsWith('ip:')) states.delete(key);
+    succeed(subject) {
+      const { account } = keysOf(subject);
+      if (account) counters.delete(account.pair);
     },
 
     get size() {
-      return states.size;
+      return counters.size;
     },
   };
 }

@@ -577,6 +577,13 @@ describe('createJwksCache against a local issuer', () => {
   });
   afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
+  /** A plain GET of JSON (the federation bounds these requests; here only the cache is under test). */
+  const fetchJson = async (url: string) => {
+    const res = await fetch(url);
+    if (!res.ok) throw new Error(`GET ${url}: HTTP ${res.status}`);
+    return res.json();
+  };
+
   function reset() {
     hits.discovery = 0;
     hits.jwks = 0;
@@ -590,7 +597,7 @@ describe('createJwksCache against a local issuer', () => {
     const k2 = await idpKey('ES256', 'k2');
     published = [k1.jwk];
     const clock = { t: T0 };
-    const cache = createJwksCache({ ttlSeconds: 600, now: () => clock.t });
+    const cache = createJwksCache({ fetchJson, ttlSeconds: 600, now: () => clock.t });
     const opts = { issuer: iss, audience: 'berth', jwks: cache, now: () => T0 };
 
     await expect(verifyIdToken(await idToken(k1, iss), opts)).resolves.toMatchObject({ iss });
@@ -623,7 +630,7 @@ describe('createJwksCache against a local issuer', () => {
     const k1 = await idpKey('EdDSA', 'k1');
     published = [k1.jwk];
     const clock = { t: T0 };
-    const cache = createJwksCache({ ttlSeconds: 60, now: () => clock.t });
+    const cache = createJwksCache({ fetchJson, ttlSeconds: 60, now: () => clock.t });
     const opts = { issuer: iss, audience: 'berth', jwks: cache, now: () => T0 };
     await verifyIdToken(await idToken(k1, iss), opts);
     up = false;
@@ -636,22 +643,22 @@ describe('createJwksCache against a local issuer', () => {
     const k1 = await idpKey('ES256', 'k1');
     published = [k1.jwk];
     discoveryIssuer = 'https://evil.example';
-    const cache = createJwksCache({ ttlSeconds: 60 });
+    const cache = createJwksCache({ fetchJson, ttlSeconds: 60 });
     await expect(
       verifyIdToken(await idToken(k1, iss), { issuer: iss, audience: 'berth', jwks: cache, now: () => T0 }),
     ).rejects.toThrow(/another issuer/);
   });
 
-  it('uses the injected fetch', async () => {
+  it('reads the discovery document, then the JWKS it names, through fetchJson', async () => {
     reset();
     const k1 = await idpKey('ES256', 'k1');
     published = [k1.jwk];
     const seen: string[] = [];
     const cache = createJwksCache({
       ttlSeconds: 60,
-      fetch: (input, init) => {
-        seen.push(String(input));
-        return fetch(input, init);
+      fetchJson: (url, document) => {
+        seen.push(`${document} ${url}`);
+        return fetchJson(url);
       },
     });
     await verifyIdToken(await idToken(k1, iss), {
@@ -660,6 +667,6 @@ describe('createJwksCache against a local issuer', () => {
       jwks: cache,
       now: () => T0,
     });
-    expect(seen).toEqual([`${iss}/.well-known/openid-configuration`, `${iss}/keys`]);
+    expect(seen).toEqual([`discovery ${iss}/.well-known/openid-configuration`, `jwks ${iss}/keys`]);
   });
 });

@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { RegistryEvent } from '../events.ts';
 import type { Logger } from '../log.ts';
+import type { Outbound } from '../outbound.ts';
 import type { StorageDriver } from '../storage/index.ts';
 import { type Catalog, createCatalog } from './catalog.ts';
 import { afterCursor, filterEntries, type LogCursor, logCursor } from './container-logs.ts';
@@ -53,6 +54,8 @@ export interface RunnerOptions {
   /** What the runner reads images from: berth's own registry, read-only. */
   images: ImageSource;
   webhooks: readonly WebhookEndpoint[];
+  /** The rules webhook requests follow (outbound.allowHosts); default: https to non-local hosts only. */
+  outbound?: Outbound;
   /** The URL containers reach berth at (task role credentials); known once the server listens. */
   baseUrl: () => string | undefined;
   /** Short-lived credentials for a role (auth's role sessions). */
@@ -350,7 +353,13 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
     actions: createHookActions({ catalog, tasks, services, decideAs: opts.decideAs, ownHosts }),
     debounceMs: opts.hookDebounceMs,
   });
-  const webhooks = createWebhooks({ storage, prefix: '/runner/webhooks', log, endpoints: opts.webhooks });
+  const webhooks = createWebhooks({
+    storage,
+    prefix: '/runner/webhooks',
+    log,
+    endpoints: opts.webhooks,
+    ...(opts.outbound && { outbound: opts.outbound }),
+  });
 
   // --- logs -----------------------------------------------------------------------------------
 

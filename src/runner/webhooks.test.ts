@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError } from '../errors.ts';
 import type { RegistryEvent } from '../events.ts';
 import { silentLogger } from '../log.ts';
+import { createOutbound, type Outbound, OutboundError, type OutboundInit } from '../outbound.ts';
 import { createMemoryDriver, type StorageDriver } from '../storage/index.ts';
 import {
   createWebhooks,
@@ -36,19 +37,39 @@ interface Seen {
   body: string;
 }
 
-/** A fetch that answers from a script, one status per call, and records what it was sent. */
-function scriptedFetch(statuses: (number | 'network')[], extraHeaders: Record<string, string> = {}) {
+const policy = createOutbound({ allowHosts: [] });
+
+/** The outbound rules as berth applies them, with requests answered by `answer` instead of a network. */
+function outboundAnswering(
+  answer: (
+    url: string,
+    init: OutboundInit,
+  ) => Promise<{ status: number; headers?: Record<string, string>; body?: string }>,
+): Outbound {
+  return {
+    check: policy.check,
+    request: async (url, init) => {
+      const a = await answer(String(url), init);
+      return {
+        status: a.status,
+        headers: a.headers ?? {},
+        body: Buffer.from(a.body ?? ''),
+        truncated: false,
+      };
+    },
+  };
+}
+
+/** Answers from a script, one status per call, and records what it was sent. */
+function scriptedFetch(statuses: (number | 'network')[]) {
   const seen: Seen[] = [];
-  const impl = (async (url: string | URL | Request, init?: RequestInit) => {
-    seen.push({
-      url: String(url),
-      headers: Object.fromEntries(Object.entries(init?.headers as Record<string, string>)),
-      body: String(init?.body),
-    });
+  const impl = outboundAnswering(async (url, init) => {
+    seen.push({ url, headers: { ...init.headers }, body: String(init.body) });
     const next = statuses.shift() ?? 200;
-    if (next === 'network') throw new TypeError('fetch failed', { cause: { code: 'ECONNREFUSED' } });
-    return new Response('ok', { status: next, headers: extraHeaders });
-  }) as typeof fetch;
+    if (next === 'network')
+      throw new OutboundError('network', `POST ${url}: ECONNREFUSED: connect ECONNREFUSED`);
+    return { status: next };
+  });
   return { impl, seen };
 }
 
@@ -96,7 +117,10 @@ describe('validateWebhookEndpoints', () => {
     [[{ ...ok, url: 'not a url' }], 'webhooks[0].url'],
     [[{ ...ok, secret: 'short' }], 'webhooks[0].secret'],
     [[{ ...ok, events: ['push'] }], 'webhooks[0].events'],
-    [[{ ...ok, url: 'http://x', ca: '-----BEGIN CERTIFICATE-----' }], 'webhooks[0].ca'],
+    [[{ ...ok, ca: 'not PEM' }], 'webhooks[0].ca'],
+    [[{ ...ok, url: 'http://ci.example/hook' }], 'webhooks[0].url'],
+    [[{ ...ok, url: 'https://127.0.0.1:9000/hook' }], 'webhooks[0].url'],
+    [[{ ...ok, url: 'https://169.254.169.254/' }], 'webhooks[0].url'],
     [[{ ...ok, retries: 3 }], 'webhooks[0].retries'],
   ])('names the bad key (%#)', (value, key) => {
     try {
@@ -110,14 +134,23 @@ describe('validateWebhookEndpoints', () => {
   it('accepts a good list', () => {
     expect(validateWebhookEndpoints([ok, { ...ok, id: 'b', events: ['tag.deleted'] }])).toHaveLength(2);
   });
+  it('says which key allows plain http or a local receiver, and takes it into account', () => {
+    const local = [{ ...ok, url: 'http://127.0.0.1:9000/hook' }];
+    expect(() => validateWebhookEndpoints(local, 'runner.webhooksFile')).toThrow(
+      'config runner.webhooksFile[0].url: http://127.0.0.1:9000 is plain http, which berth uses only for ' +
+        'hosts the operator allows: list "127.0.0.1:9000" in outbound.allowHosts to allow it',
+    );
+    const allowing = createOutbound({ allowHosts: ['127.0.0.1:9000'] });
+    expect(validateWebhookEndpoints(local, 'runner.webhooksFile', allowing)).toHaveLength(1);
+  });
 });
 
 describe('webhook deliveries', () => {
   it('signs each attempt over its timestamp and the body, with one event id across retries', async () => {
     const storage = createMemoryDriver();
     const fetch = scriptedFetch([503, 'network', 200]);
-    const hooks = make(storage, [{ id: 'ci', url: 'http://receiver.test/hook', secret }], {
-      fetch: fetch.impl,
+    const hooks = make(storage, [{ id: 'ci', url: 'https://receiver.test/hook', secret }], {
+      outbound: fetch.impl,
     });
     await hooks.start();
     await hooks.record(pushed);
@@ -149,17 +182,17 @@ describe('webhook deliveries', () => {
   it('gives up after maxAttempts on 5xx, and at once on a 4xx', async () => {
     const storage = createMemoryDriver();
     const seen: string[] = [];
-    const byHost = (async (url: string | URL | Request) => {
-      seen.push(String(url));
-      return new Response('', { status: String(url).includes('down') ? 500 : 404 });
-    }) as typeof fetch;
+    const byHost = outboundAnswering(async (url) => {
+      seen.push(url);
+      return url.includes('down') ? { status: 500 } : { status: 404, body: 'no such hook\n' };
+    });
     const hooks = make(
       storage,
       [
-        { id: 'down', url: 'http://down.test/', secret },
-        { id: 'gone', url: 'http://gone.test/', secret, events: ['tag.deleted'] },
+        { id: 'down', url: 'https://down.test/', secret },
+        { id: 'gone', url: 'https://gone.test/', secret, events: ['tag.deleted'] },
       ],
-      { fetch: byHost, maxAttempts: 3 },
+      { outbound: byHost, maxAttempts: 3 },
     );
     await hooks.start();
     await hooks.record(pushed);
@@ -174,7 +207,7 @@ describe('webhook deliveries', () => {
     // 'gone' takes only tag.deleted, and its 404 ends the delivery at the first attempt.
     const gone = (await hooks.deliveries({ endpointId: 'gone' })).deliveries;
     expect(gone.map((d) => [d.status, d.attempts, d.lastError])).toEqual([
-      ['failed', 1, 'the receiver answered 404'],
+      ['failed', 1, 'the receiver answered 404: no such hook'],
     ]);
     expect(seen.filter((u) => u.includes('gone'))).toHaveLength(1);
     expect((await hooks.deliveries({ status: 'failed' })).deliveries).toHaveLength(3);
@@ -189,15 +222,15 @@ describe('webhook deliveries', () => {
       open = r;
     });
     // The second attempt waits for the test, so the state after the first one holds still.
-    const limited = (async () => {
+    const limited = outboundAnswering(async () => {
       calls++;
-      if (calls === 1) return new Response('', { status: 429, headers: { 'retry-after': '3600' } });
+      if (calls === 1) return { status: 429, headers: { 'retry-after': '3600' } };
       await gate;
-      return new Response('', { status: 200 });
-    }) as typeof fetch;
+      return { status: 200 };
+    });
     const clock = 1_000_000;
-    const hooks = make(storage, [{ id: 'ci', url: 'http://r.test/', secret }], {
-      fetch: limited,
+    const hooks = make(storage, [{ id: 'ci', url: 'https://r.test/', secret }], {
+      outbound: limited,
       clock: () => clock,
       maxDelayMs: 30,
     });
@@ -218,13 +251,13 @@ describe('webhook deliveries', () => {
 
   it('keeps undelivered events across a restart and sends them then', async () => {
     const storage = createMemoryDriver();
-    const first = make(storage, [{ id: 'ci', url: 'http://r.test/', secret }], {
-      fetch: scriptedFetch([]).impl,
+    const first = make(storage, [{ id: 'ci', url: 'https://r.test/', secret }], {
+      outbound: scriptedFetch([]).impl,
     });
     await first.record(pushed); // never started: a crash right after the registry committed
     first.stop();
     const fetch = scriptedFetch([200]);
-    const second = make(storage, [{ id: 'ci', url: 'http://r.test/', secret }], { fetch: fetch.impl });
+    const second = make(storage, [{ id: 'ci', url: 'https://r.test/', secret }], { outbound: fetch.impl });
     await second.start();
     await second.idle();
     expect(fetch.seen).toHaveLength(1);
@@ -234,8 +267,8 @@ describe('webhook deliveries', () => {
 
   it('pages deliveries newest first', async () => {
     const storage = createMemoryDriver();
-    const hooks = make(storage, [{ id: 'ci', url: 'http://r.test/', secret }], {
-      fetch: scriptedFetch([]).impl,
+    const hooks = make(storage, [{ id: 'ci', url: 'https://r.test/', secret }], {
+      outbound: scriptedFetch([]).impl,
     });
     await hooks.start();
     for (let i = 0; i < 5; i++) await hooks.record({ ...tagDeleted, tag: `t${i}` });

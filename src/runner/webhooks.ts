@@ -17,19 +17,25 @@
 // answer (2xx delivered; 3xx, 4xx failed) ends the delivery. Redirects are not followed: a signed
 // event goes only to the URL configured.
 //
+// Every attempt goes through outbound.ts: https only unless the receiver's host is listed in
+// outbound.allowHosts (checked when the endpoints are loaded, naming both keys), not to this
+// machine or a metadata address unless listed, one deadline (the endpoint's timeoutMs, default
+// 10 s) for connecting, sending and the whole answer, and no more of the answer read than an
+// excerpt for the delivery record: a receiver that trickles or answers with gigabytes holds an
+// attempt no longer than the deadline and costs at most that excerpt.
+//
 // Storage under `prefix`: pending/<deliveryId>.json until a delivery ends, then done/<id>.json
 // (written before the pending one is deleted; start() tidies a crash in between). record() writes
 // the pending documents before it resolves, so an event the registry committed is not lost.
 //
-// TLS: https receivers are checked against the system CAs; an endpoint's `ca` (PEM) makes its
-// requests go through node:https trusting that CA instead (fetch cannot take a CA without
-// undici's Agent, which is not a dependency here).
+// TLS: https receivers are checked against the system CAs, or only against an endpoint's `ca` (PEM)
+// when it has one.
 
 import { createHmac } from 'node:crypto';
-import { request as httpsRequest } from 'node:https';
 import { ConfigError } from '../errors.ts';
 import type { RegistryEvent } from '../events.ts';
 import type { Logger } from '../log.ts';
+import { createOutbound, type Outbound, OutboundError } from '../outbound.ts';
 import { PathNotFoundError, type StorageDriver } from '../storage/index.ts';
 import { recordNames, sortableIds } from './records.ts';
 
@@ -83,8 +89,8 @@ export interface WebhooksOptions {
   readonly endpoints: readonly WebhookEndpoint[];
   /** The CloudEvents `source`; default 'urn:berth:registry'. */
   readonly source?: string;
-  /** Default: the global fetch. */
-  readonly fetch?: typeof fetch;
+  /** Where and how requests may go (outbound.allowHosts); default: nothing allowed beyond https. */
+  readonly outbound?: Outbound;
   /** Attempts before a delivery fails; default 8. */
   readonly maxAttempts?: number;
   /** First retry delay; doubles per attempt. Default 1000 ms. */
@@ -155,8 +161,21 @@ export function toCloudEvent(event: RegistryEvent, id: string, source: string): 
   };
 }
 
-/** The endpoints as configured, checked; ConfigError names the key (`<key>[i].field`). */
-export function validateWebhookEndpoints(value: unknown, key = 'webhooks'): WebhookEndpoint[] {
+const strictOutbound = createOutbound({ allowHosts: [] });
+
+/** How much of a receiver's answer is read: the start of it is kept in the delivery record. */
+const excerptBytes = 1024;
+const excerptChars = 200;
+
+/**
+ * The endpoints as configured, checked; ConfigError names the key (`<key>[i].field`). A url that
+ * `outbound` refuses (plain http, a loopback or metadata address) also names outbound.allowHosts.
+ */
+export function validateWebhookEndpoints(
+  value: unknown,
+  key = 'webhooks',
+  outbound: Outbound = strictOutbound,
+): WebhookEndpoint[] {
   if (!Array.isArray(value)) throw new ConfigError(key, 'must be a list of endpoints');
   const seen = new Set<string>();
   return value.map((e, i) => {
@@ -181,9 +200,15 @@ export function validateWebhookEndpoints(value: unknown, key = 'webhooks'): Webh
       throw new ConfigError(`${at}.url`, `${JSON.stringify(v.url)} is not a URL`);
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-      throw new ConfigError(`${at}.url`, 'must be an http:// or https:// URL');
+      throw new ConfigError(`${at}.url`, 'must be an https:// URL');
     }
     if (url.username || url.password) throw new ConfigError(`${at}.url`, 'must not carry credentials');
+    try {
+      outbound.check(url);
+    } catch (err) {
+      if (!(err instanceof OutboundError)) throw err;
+      throw new ConfigError(`${at}.url`, err.message);
+    }
     if (typeof v.secret !== 'string' || v.secret.length < 16) {
       throw new ConfigError(`${at}.secret`, 'must be a string of at least 16 characters');
     }
@@ -210,6 +235,18 @@ interface Outcome {
   readonly error?: string;
   /** From Retry-After, in ms. */
   readonly retryAfterMs?: number;
+  /** The start of the answer's body, as printable text. */
+  readonly excerpt?: string;
+}
+
+/** The start of a receiver's answer, safe to store and show: printable, single-line, short. */
+function excerptOf(body: Buffer, truncated: boolean): string | undefined {
+  const text = body
+    .toString('utf8')
+    .replace(/[\p{Cc}\p{Cf}\uFFFD]+/gu, ' ')
+    .trim();
+  if (text === '') return undefined;
+  return text.length > excerptChars || truncated ? `${text.slice(0, excerptChars)}...` : text;
 }
 
 function retryAfterMs(value: string | null | undefined, now: number): number | undefined {
@@ -219,39 +256,13 @@ function retryAfterMs(value: string | null | undefined, now: number): number | u
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
-/** POST through node:https trusting `ca`. */
-function postWithCa(
-  url: string,
-  body: string,
-  headers: Record<string, string>,
-  ca: string,
-  timeoutMs: number,
-) {
-  return new Promise<Outcome>((resolve) => {
-    const req = httpsRequest(url, { method: 'POST', headers, ca, timeout: timeoutMs }, (res) => {
-      res.resume();
-      res.on('end', () => {
-        const ra = res.headers['retry-after'];
-        resolve({
-          statusCode: res.statusCode ?? 0,
-          ...(typeof ra === 'string' && { retryAfterMs: retryAfterMs(ra, Date.now()) }),
-        });
-      });
-      res.on('error', (err) => resolve({ error: err.message }));
-    });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', (err) => resolve({ error: err.message }));
-    req.end(body);
-  });
-}
-
 export function createWebhooks(opts: WebhooksOptions): Webhooks {
   const { storage, log } = opts;
-  const endpoints = validateWebhookEndpoints(opts.endpoints, 'endpoints');
+  const endpoints = validateWebhookEndpoints(opts.endpoints, 'endpoints', opts.outbound);
   const byId = new Map(endpoints.map((e) => [e.id, e]));
   const prefix = opts.prefix.replace(/\/+$/, '');
   const source = opts.source ?? 'urn:berth:registry';
-  const fetchImpl = opts.fetch ?? fetch;
+  const outbound = opts.outbound ?? strictOutbound;
   const maxAttempts = opts.maxAttempts ?? 8;
   const baseDelayMs = opts.baseDelayMs ?? 1000;
   const maxDelayMs = opts.maxDelayMs ?? 5 * 60_000;
@@ -333,24 +344,27 @@ export function createWebhooks(opts: WebhooksOptions): Webhooks {
       [SIGNATURE_HEADER]: signWebhook(endpoint.secret, timestamp, body),
       'x-berth-delivery': delivery.id,
     };
-    const timeoutMs = endpoint.timeoutMs ?? 10_000;
-    if (endpoint.ca) return postWithCa(endpoint.url, body, headers, endpoint.ca, timeoutMs);
     try {
-      const res = await fetchImpl(endpoint.url, {
+      const res = await outbound.request(endpoint.url, {
         method: 'POST',
         headers,
         body,
-        redirect: 'manual',
-        signal: AbortSignal.timeout(timeoutMs),
+        ...(endpoint.ca !== undefined && { ca: endpoint.ca }),
+        timeoutMs: endpoint.timeoutMs ?? 10_000,
+        maxBodyBytes: excerptBytes,
+        overflow: 'truncate',
       });
-      await res.body?.cancel().catch(() => {});
-      const ra = retryAfterMs(res.headers.get('retry-after'), now());
-      return { statusCode: res.status, ...(ra !== undefined && { retryAfterMs: ra }) };
+      const ra = res.headers['retry-after'];
+      const wait = typeof ra === 'string' ? retryAfterMs(ra, now()) : undefined;
+      const excerpt = excerptOf(res.body, res.truncated);
+      return {
+        statusCode: res.status,
+        ...(wait !== undefined && { retryAfterMs: wait }),
+        ...(excerpt !== undefined && { excerpt }),
+      };
     } catch (err) {
-      // fetch hides the reason in `cause` (ECONNREFUSED, a certificate error, the timeout).
-      const e = err as Error & { cause?: { code?: string; message?: string } };
-      const detail = e.cause?.message ?? e.message;
-      return { error: e.cause?.code ? `${e.cause.code}: ${detail}` : detail };
+      if (err instanceof OutboundError) return { error: err.message };
+      throw err;
     }
   }
 
@@ -387,13 +401,13 @@ export function createWebhooks(opts: WebhooksOptions): Webhooks {
     };
     const code = outcome.statusCode;
     if (code !== undefined && code >= 200 && code < 300) return finish(delivery, 'delivered', seen);
+    const answered = `the receiver answered ${code}${outcome.excerpt !== undefined ? `: ${outcome.excerpt}` : ''}`;
     const retryable = code === undefined || code >= 500 || code === 429 || code === 408;
-    if (!retryable)
-      return finish(delivery, 'failed', { ...seen, lastError: `the receiver answered ${code}` });
+    if (!retryable) return finish(delivery, 'failed', { ...seen, lastError: answered });
     if (attempts >= maxAttempts) {
       return finish(delivery, 'failed', {
         ...seen,
-        lastError: `gave up after ${attempts} attempts: ${outcome.error ?? `the receiver answered ${code}`}`,
+        lastError: `gave up after ${attempts} attempts: ${outcome.error ?? answered}`,
       });
     }
     // Exponential with "equal jitter": at least half the step, so retries never bunch at zero.

@@ -7,16 +7,23 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningBerth, startBerth } from '../support/berth.ts';
 import { type Dockerd, startDockerd } from '../support/dockerd.ts';
 import { httpsClient } from '../support/https.ts';
-import { startOidcIssuer } from '../support/oidc-issuer.ts';
+import { type OidcIssuer, startOidcIssuer } from '../support/oidc-issuer.ts';
 import { tool } from '../support/tools.ts';
 
 let berth: RunningBerth;
 let dockerd: Dockerd;
 let context: string;
 let image: string;
+let ci: OidcIssuer;
 
 beforeAll(async () => {
-  [berth, dockerd] = await Promise.all([startBerth(), startDockerd()]);
+  // The CI job's issuer serves plain http on 127.0.0.1: berth fetches its keys only because the
+  // operator allows that host.
+  ci = await startOidcIssuer();
+  [berth, dockerd] = await Promise.all([
+    startBerth({ env: { BERTH_OUTBOUND_ALLOW_HOSTS: ci.host } }),
+    startDockerd(),
+  ]);
   dockerd.trust(berth.hostPort, berth.caPath);
   // Token auth, as docker does it against any registry: /v2/ challenges, /token signs in.
   const login = await dockerd.login(berth.hostPort, berth.admin.username, berth.admin.password);
@@ -34,6 +41,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await dockerd?.stop();
   await berth?.stop();
+  await ci?.stop();
   if (context) rmSync(context, { recursive: true, force: true });
 });
 
@@ -94,53 +102,48 @@ describe('docker with users, policies and CI federation', () => {
   });
 
   it('lets a CI job sign in with its OIDC id token and push where its role allows', async () => {
-    const ci = await startOidcIssuer();
-    try {
-      await admin('POST', '/oidc-providers', { issuer: ci.issuer, audiences: ['berth'] });
-      await admin('POST', '/roles', {
-        name: 'ci-publisher',
-        trustPolicy: {
-          Version: '2012-10-17',
-          Statement: [
-            {
-              Effect: 'Allow',
-              Principal: { Federated: ci.issuer },
-              Action: 'sts:AssumeRoleWithWebIdentity',
-              Condition: { StringEquals: { 'oidc:repository': 'acme/app', 'oidc:ref': 'refs/heads/main' } },
-            },
-          ],
-        },
-      });
-      await admin('PUT', '/policies/ci-publish', {
-        document: {
-          Version: '2012-10-17',
-          Statement: [
-            { Effect: 'Allow', Action: ['registry:Pull', 'registry:Push'], Resource: 'repository/ci/*' },
-          ],
-        },
-      });
-      await admin('PUT', '/roles/ci-publisher/policies/ci-publish', {});
-      const idToken = await ci.idToken({
-        sub: 'repo:acme/app:ref:refs/heads/main',
-        repository: 'acme/app',
-        ref: 'refs/heads/main',
-      });
-      // docker login -u oidc -p $ID_TOKEN, the way a CI step does it (password on stdin).
-      const login = await dockerd.login(berth.hostPort, 'oidc', idToken);
-      expect(login.stdout).toContain('Login Succeeded');
-      const target = `${berth.hostPort}/ci/busybox:main`;
-      await dockerd.docker('tag', image, target);
-      expect((await dockerd.docker('push', target)).stdout).toMatch(/main: digest: sha256:/);
-      // A token from another branch is trusted by no role.
-      const branch = await ci.idToken({
-        sub: 'repo:acme/app:ref:refs/heads/dev',
-        repository: 'acme/app',
-        ref: 'refs/heads/dev',
-      });
-      await expect(dockerd.login(berth.hostPort, 'oidc', branch)).rejects.toThrow(/unauthorized|401/i);
-    } finally {
-      await ci.stop();
-    }
+    await admin('POST', '/oidc-providers', { issuer: ci.issuer, audiences: ['berth'] });
+    await admin('POST', '/roles', {
+      name: 'ci-publisher',
+      trustPolicy: {
+        Version: '2012-10-17',
+        Statement: [
+          {
+            Effect: 'Allow',
+            Principal: { Federated: ci.issuer },
+            Action: 'sts:AssumeRoleWithWebIdentity',
+            Condition: { StringEquals: { 'oidc:repository': 'acme/app', 'oidc:ref': 'refs/heads/main' } },
+          },
+        ],
+      },
+    });
+    await admin('PUT', '/policies/ci-publish', {
+      document: {
+        Version: '2012-10-17',
+        Statement: [
+          { Effect: 'Allow', Action: ['registry:Pull', 'registry:Push'], Resource: 'repository/ci/*' },
+        ],
+      },
+    });
+    await admin('PUT', '/roles/ci-publisher/policies/ci-publish', {});
+    const idToken = await ci.idToken({
+      sub: 'repo:acme/app:ref:refs/heads/main',
+      repository: 'acme/app',
+      ref: 'refs/heads/main',
+    });
+    // docker login -u oidc -p $ID_TOKEN, the way a CI step does it (password on stdin).
+    const login = await dockerd.login(berth.hostPort, 'oidc', idToken);
+    expect(login.stdout).toContain('Login Succeeded');
+    const target = `${berth.hostPort}/ci/busybox:main`;
+    await dockerd.docker('tag', image, target);
+    expect((await dockerd.docker('push', target)).stdout).toMatch(/main: digest: sha256:/);
+    // A token from another branch is trusted by no role.
+    const branch = await ci.idToken({
+      sub: 'repo:acme/app:ref:refs/heads/dev',
+      repository: 'acme/app',
+      ref: 'refs/heads/dev',
+    });
+    await expect(dockerd.login(berth.hostPort, 'oidc', branch)).rejects.toThrow(/unauthorized|401/i);
   });
 });
 

@@ -337,6 +337,8 @@ describe.skipIf(why)('the task runner: roles, secrets, logs, webhooks, restarts'
         BERTH_RUNNER_WEBHOOKS_FILE: webhooksFile,
         // Its tasks use the host network (they reach berth on its loopback): the operator's choice.
         BERTH_RUNNER_ALLOW_HOST_NETWORK: 'true',
+        // The receiver is plain http on the loopback: allowed, as an operator would allow it.
+        BERTH_OUTBOUND_ALLOW_HOSTS: `127.0.0.1:${receiverPort}`,
         BERTH_LOG_LEVEL: 'info',
       },
     };

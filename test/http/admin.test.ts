@@ -42,10 +42,8 @@ function setup() {
   const storage = createMemoryDriver();
   const policies = createPolicyStore({ storage });
   const identities = createIdentityStore({ storage, scryptCost: 16 });
-  const federation = createFederation({
-    storage,
-    fetch: async () => new Response('no network', { status: 503 }),
-  });
+  // No test here fetches an issuer's keys; the outbound rules are the defaults.
+  const federation = createFederation({ storage });
   const audit = createAuditLog({ storage });
   const revoked: string[] = [];
   const authorizedVia: string[] = [];

@@ -1,6 +1,7 @@
 // Webhooks against real receivers on 127.0.0.1: a plain HTTP one that fails twice before it
 // accepts, checked the way a receiver would (signature recomputed from the raw bytes), and an
-// HTTPS one whose certificate only the endpoint's own CA vouches for.
+// HTTPS one whose certificate only the endpoint's own CA vouches for. Both are on the loopback and
+// one is plain http, so the suite allows 127.0.0.1 as an operator would (outbound.allowHosts).
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -12,6 +13,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RegistryEvent } from '../../src/events.ts';
 import { silentLogger } from '../../src/log.ts';
+import { createOutbound } from '../../src/outbound.ts';
 import { createWebhooks, type Webhooks } from '../../src/runner/webhooks.ts';
 import { createMemoryDriver } from '../../src/storage/index.ts';
 import { loadOrCreateTls } from '../../src/tls.ts';
@@ -83,6 +85,7 @@ function webhooks(endpoints: Parameters<typeof createWebhooks>[0]['endpoints'], 
     prefix: '/runner/webhooks',
     log: silentLogger,
     endpoints,
+    outbound: createOutbound({ allowHosts: ['127.0.0.1'] }),
     baseDelayMs: 20,
     maxDelayMs: 200,
     maxAttempts,

@@ -1,10 +1,14 @@
 // A local OIDC identity provider, as a CI system would run one: discovery document and JWKS over
-// HTTP on 127.0.0.1, and id tokens signed with jose. Started and stopped by the suite.
+// HTTP on 127.0.0.1, and id tokens signed with jose. Started and stopped by the suite. berth
+// fetches from it only when its `host` is in outbound.allowHosts (BERTH_OUTBOUND_ALLOW_HOSTS):
+// plain http and the loopback are both refused otherwise.
 import { createServer, type Server } from 'node:http';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 
 export interface OidcIssuer {
   readonly issuer: string;
+  /** 127.0.0.1:PORT, the outbound.allowHosts entry that lets berth reach it. */
+  readonly host: string;
   /** An id token for the given claims (iss, aud 'berth', iat and a 5-minute exp by default). */
   idToken(claims: Record<string, unknown>): Promise<string>;
   stop(): Promise<void>;
@@ -28,6 +32,7 @@ export async function startOidcIssuer(): Promise<OidcIssuer> {
   issuer = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
   return {
     issuer,
+    host: new URL(issuer).host,
     async idToken(claims) {
       const iat = Math.floor(Date.now() / 1000);
       return new SignJWT({ iss: issuer, aud: 'berth', iat, exp: iat + 300, ...claims })

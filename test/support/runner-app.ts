@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { type Auth, createAuth } from '../../src/auth/index.ts';
 import { createApp } from '../../src/http/index.ts';
 import { silentLogger } from '../../src/log.ts';
+import { createOutbound } from '../../src/outbound.ts';
 import { createRegistry, imageReader, type Registry } from '../../src/registry/index.ts';
 import { createRunner, type Runner, type WebhookEndpoint } from '../../src/runner/index.ts';
 import { removeBridge } from '../../src/runner/network.ts';
@@ -30,6 +31,8 @@ export interface RunnerApp {
 export async function startRunnerApp(opts: {
   net: number;
   webhooks?: WebhookEndpoint[];
+  /** outbound.allowHosts, for webhooks to plain http or loopback receivers. */
+  allowHosts?: string[];
 }): Promise<RunnerApp> {
   const root = mkdtempSync(join(tmpdir(), 'berth-runner-app-'));
   const storage = checked(createMemoryDriver());
@@ -69,6 +72,7 @@ export async function startRunnerApp(opts: {
     stoppedRetentionMs: 3_600_000,
     images: imageReader(registry),
     webhooks: opts.webhooks ?? [],
+    outbound: createOutbound({ allowHosts: opts.allowHosts ?? [] }),
     baseUrl: () => undefined,
     mintCredentials: (role, session) => auth.roleCredentials(role, session),
     decideAs: async (principal, action, resource) =>
