@@ -23,7 +23,7 @@ import type {
 import type { Networks, TaskNetwork } from './network.ts';
 import type { Records } from './records.ts';
 import type { Executor, ExitStatus } from './runtime.ts';
-import { buildRuntimeSpec, type HostLimits, type VolumeMount } from './runtime-spec.ts';
+import { buildRuntimeSpec, type HostLimits, type Isolation, type VolumeMount } from './runtime-spec.ts';
 import {
   type ContainerDefinition,
   DEFAULT_STOP_TIMEOUT_SECONDS,
@@ -56,6 +56,8 @@ export interface TaskManagerOptions {
   /** Registry host names that mean "this berth" in an image reference. */
   ownHosts: readonly string[];
   hostLimits: HostLimits;
+  /** The user namespace, seccomp profile and pids limit every container gets. */
+  isolation: Isolation;
   /** tini-static on the host, bind-mounted as /init. */
   init?: string;
   /** Where task-scoped volumes live (DATA/runner/volumes). */
@@ -460,6 +462,7 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
         hostname: hostnameOf(t),
         networkMode: l.stored.definition.networkMode,
         ...(net.netnsPath !== undefined && { netnsPath: net.netnsPath }),
+        ...(net.usernsPath !== undefined && { usernsPath: net.usernsPath }),
         ...(t.cpu !== undefined && { cpu: t.cpu }),
         ...(t.memory !== undefined && { memory: t.memory }),
       },
@@ -467,6 +470,7 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
       ...(img.passwd !== undefined && { passwd: img.passwd }),
       ...(img.group !== undefined && { group: img.group }),
       hostLimits: opts.hostLimits,
+      isolation: opts.isolation,
       extraEnv,
       ...(opts.init !== undefined && { init: { path: opts.init } }),
       ...(net.resolvConfPath !== undefined && { resolvConfPath: net.resolvConfPath }),
