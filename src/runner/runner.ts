@@ -26,6 +26,7 @@ import { createImages, type ImageSource, parseImageRef } from './images.ts';
 import { createLayerStore, LEGACY_LAYER_CACHES } from './layers.ts';
 import { DEFAULT_CLUSTER, type Deployment } from './model.ts';
 import { createNetworks } from './network.ts';
+import { hostCapacity } from './placement.ts';
 import { createRecords } from './records.ts';
 import { createExecutor, detectInit, type Executor, type LogEntry } from './runtime.ts';
 import { DEFAULT_CAPABILITIES, type HostLimits, type Isolation, maskedCpuPaths } from './runtime-spec.ts';
@@ -266,6 +267,7 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
     ownHosts,
     hostLimits: hostLimits(),
     isolation,
+    hostCapacity: hostCapacity(),
     ...(detectInit() !== undefined && { init: detectInit() as string }),
     volumesRoot: join(opts.root, 'volumes'),
     logMaxBytes: opts.logMaxBytes,

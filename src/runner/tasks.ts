@@ -20,7 +20,9 @@ import type {
   TaskManager,
   TaskStatus,
 } from './model.ts';
+import { containerInstanceArn } from './model.ts';
 import type { Networks, TaskNetwork } from './network.ts';
+import { type HostCapacity, placementFailure } from './placement.ts';
 import type { Records } from './records.ts';
 import type { Executor, ExitStatus } from './runtime.ts';
 import { buildRuntimeSpec, type HostLimits, type Isolation, type VolumeMount } from './runtime-spec.ts';
@@ -58,6 +60,8 @@ export interface TaskManagerOptions {
   hostLimits: HostLimits;
   /** The user namespace, seccomp profile and pids limit every container gets. */
   isolation: Isolation;
+  /** What a task may ask for at most (placement.ts); RunTask refuses more as ECS does. */
+  hostCapacity: HostCapacity;
   /** tini-static on the host, bind-mounted as /init. */
   init?: string;
   /** Where task-scoped volumes live (DATA/runner/volumes). */
@@ -756,6 +760,37 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
         }
       }
       const failures: RunTaskFailure[] = [];
+      const misfit = placementFailure(
+        {
+          ...((req.overrides?.memory ?? req.taskDefinition.memory)
+            ? { taskMemory: Number(req.overrides?.memory ?? req.taskDefinition.memory) }
+            : {}),
+          ...((req.overrides?.cpu ?? req.taskDefinition.cpu)
+            ? { taskCpu: Number(req.overrides?.cpu ?? req.taskDefinition.cpu) }
+            : {}),
+          containers: req.taskDefinition.containerDefinitions.map((c) =>
+            applyOverride(
+              c,
+              req.overrides?.containerOverrides?.find((o) => o.name === c.name),
+            ),
+          ),
+        },
+        opts.hostCapacity,
+      );
+      if (misfit) {
+        // As ECS: no task, a failure naming the container instance that could not take it.
+        const cluster = req.clusterArn.slice(req.clusterArn.lastIndexOf('/') + 1);
+        return {
+          tasks: [],
+          failures: [
+            {
+              arn: containerInstanceArn(opts.region, opts.accountId, cluster),
+              reason: misfit.reason,
+              detail: misfit.detail,
+            },
+          ],
+        };
+      }
       let pinned: Record<string, string>;
       try {
         pinned = await pinImages(req.taskDefinition, req.pinnedImages);
