@@ -3,9 +3,10 @@
 // persisting the task at every step, so a restarted berth adopts what still runs (exit codes
 // included: the executor's monitors outlive us) and marks the rest STOPPED with a reason.
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { chown, lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log.ts';
+import { rootOwner } from './idmap.ts';
 import { type ImageError, type Images, type PreparedImage, parseImageRef, pinnedRef } from './images.ts';
 import type {
   ContainerOverride,
@@ -64,7 +65,8 @@ export interface TaskManagerOptions {
   hostCapacity: HostCapacity;
   /** tini-static on the host, bind-mounted as /init. */
   init?: string;
-  /** Where task-scoped volumes live (DATA/runner/volumes). */
+  /** Where berth-managed volumes live (DATA/runner/volumes): task-scoped ones under
+   * tasks/<taskId>/<name>, deleted with the task; shared ones under shared/<name>. */
   volumesRoot: string;
   /** Variables berth adds to a container (secrets, task role credentials, metadata); a throw fails the start. */
   environment?: (task: Task, def: TaskDefinition, c: ContainerDefinition) => Promise<Record<string, string>>;
@@ -421,6 +423,34 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
     }
   }
 
+  const taskVolumesDir = (id: string) => join(opts.volumesRoot, 'tasks', id);
+
+  /** A directory berth manages for a volume, owned by the containers' root so they can write it. */
+  async function managedDirectory(path: string): Promise<string> {
+    await mkdir(path, { recursive: true, mode: 0o755 });
+    const owner = rootOwner(opts.isolation.idMapping);
+    await chown(path, owner.uid, owner.gid);
+    return path;
+  }
+
+  /** The directory of a volume berth manages: bind-less `host: {}` and scope task live and die
+   * with the task; scope shared is one directory per name, for every task that names it. */
+  async function managedVolume(l: Live, v: TaskDefinition['volumes'][number]): Promise<string> {
+    const docker = v.dockerVolumeConfiguration;
+    if (docker?.scope !== 'shared')
+      return managedDirectory(join(taskVolumesDir(taskId(l.stored.task.taskArn)), v.name));
+    const dir = join(opts.volumesRoot, 'shared', v.name);
+    if (docker.autoprovision === true) return managedDirectory(dir);
+    const st = await lstat(dir).catch(() => undefined);
+    if (!st?.isDirectory())
+      throw new TaskLaunchError(
+        `ResourceInitializationError: the shared volume '${v.name}' does not exist, and the volume's ` +
+          'dockerVolumeConfiguration.autoprovision is not true: set it so the first task creates the volume, ' +
+          `or have the operator create volumes/shared/${v.name} under runner.root, owned by ${rootOwner(opts.isolation.idMapping).uid}`,
+      );
+    return dir;
+  }
+
   async function volumeMounts(
     l: Live,
     cd: ContainerDefinition,
@@ -432,10 +462,7 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
       const v = def.volumes.find((x) => x.name === mp.sourceVolume);
       if (!v) throw new TaskLaunchError(`container ${cd.name}: no volume named ${mp.sourceVolume}`);
       let hostPath = v.host?.sourcePath;
-      if (!hostPath) {
-        hostPath = join(opts.volumesRoot, taskId(l.stored.task.taskArn), v.name);
-        await mkdir(hostPath, { recursive: true });
-      }
+      if (!hostPath) hostPath = await managedVolume(l, v);
       out.push({ hostPath, containerPath: mp.containerPath, readOnly: mp.readOnly });
     }
     for (const vf of cd.volumesFrom) {
@@ -615,6 +642,9 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
     await opts.networks.teardown(taskId(t.taskArn)).catch((err) => {
       log.warn({ err, task: t.taskArn }, 'cannot tear down the task network');
     });
+    await rm(taskVolumesDir(taskId(t.taskArn)), { recursive: true, force: true }).catch((err) => {
+      log.warn({ err, task: t.taskArn }, 'cannot delete the task volumes');
+    });
     for (const c of t.containers) c.networkBindings = [];
     setStatus(l, 'STOPPED');
     l.finished = true;
@@ -724,6 +754,23 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
       return [] as string[];
     });
     if (swept.length > 0) log.info({ tasks: swept }, 'tore down networks no task uses');
+    await sweepTaskVolumes(liveIds);
+  }
+
+  /** Task-scoped volumes of tasks that are gone (a crash between the stop and the delete; and
+   * those of berth before they were deleted with their task, straight under volumesRoot). */
+  async function sweepTaskVolumes(liveIds: ReadonlySet<string>): Promise<void> {
+    const gone = async (dir: string, names: (n: string) => boolean) => {
+      const entries = await readdir(dir).catch(() => [] as string[]);
+      for (const n of entries)
+        if (names(n) && !liveIds.has(n)) await rm(join(dir, n), { recursive: true, force: true });
+    };
+    await gone(join(opts.volumesRoot, 'tasks'), () => true).catch((err) =>
+      log.warn({ err }, 'could not delete the volumes of stopped tasks'),
+    );
+    await gone(opts.volumesRoot, (n) => /^[0-9a-f]{32}$/.test(n)).catch((err) =>
+      log.warn({ err }, 'could not delete the volumes of stopped tasks'),
+    );
   }
 
   function prune(): void {
