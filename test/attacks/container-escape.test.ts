@@ -204,7 +204,7 @@ describe.skipIf(why)('a task cannot escape its container (issue 13, attacks 1 an
     } finally {
       await stopAndWait(arn);
     }
-  });
+  }, 180_000);
 
   it('root in a host-network container cannot take a privileged port of the host', async () => {
     let port = 0;
@@ -233,7 +233,7 @@ describe.skipIf(why)('a task cannot escape its container (issue 13, attacks 1 an
     } finally {
       await stopAndWait(arn);
     }
-  });
+  }, 180_000);
 
   describe('inside one container', () => {
     let lines: string[] = [];
@@ -279,7 +279,7 @@ describe.skipIf(why)('a task cannot escape its container (issue 13, attacks 1 an
     const lines = await logsUntil(arn, /^done$/);
     expect(lines).toContain('raw: Operation not permitted');
     expect(lines).toContain('icmp-dgram: echo reply');
-  });
+  }, 180_000);
 
   it('a fork bomb stops at the pids limit, the host is unharmed, and the task still stops', async () => {
     const before = processesOf(HOST_ID_START);
@@ -287,6 +287,8 @@ describe.skipIf(why)('a task cannot escape its container (issue 13, attacks 1 an
       await define(
         '( n=0; while [ $n -lt 1000 ]; do sleep 1000 & n=$((n+1)); done; echo "forked all $n" ); ' +
           'read pids < /sys/fs/cgroup/pids/pids.current; echo "bomb over at $pids"; exec sleep 1000',
+        // Memory enough for all of them: what stops the bomb must be the pids limit.
+        { memory: 1024 },
       ),
     );
     try {
@@ -304,7 +306,7 @@ describe.skipIf(why)('a task cannot escape its container (issue 13, attacks 1 an
       expect(stopped.stopCode).toBe('UserInitiated');
     }
     await until('the bomb to be gone', async () => (processesOf(HOST_ID_START) <= before ? true : undefined));
-  });
+  }, 180_000);
 
   it('RunTask refuses more memory or CPU than the host has, with ECS reasons', async () => {
     const instance = `arn:aws:ecs:us-east-1:000000000000:container-instance/${cluster}/local`;
@@ -340,7 +342,7 @@ describe.skipIf(why)('a task cannot escape its container (issue 13, attacks 1 an
     } finally {
       await ecs.send(new DeleteServiceCommand({ cluster, service: 'huge', force: true }));
     }
-  });
+  }, 180_000);
 
   it('an nproc ulimit above the host hard limit is clamped, and the task runs', async () => {
     const hard = Number(/^Max processes\s+\S+\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))![1]);
@@ -354,5 +356,5 @@ describe.skipIf(why)('a task cannot escape its container (issue 13, attacks 1 an
     const t = await stopped(arn);
     expect(t.stopCode).toBe('EssentialContainerExited');
     expect(t.containers![0]!.exitCode).toBe(0);
-  });
+  }, 180_000);
 });

@@ -69,16 +69,22 @@ export function taskKit(o: {
     return (JSON.parse(r.body.toString()) as { entries: { line: string }[] }).entries.map((e) => e.line);
   }
 
-  /** The log once a line matches `done`; a task that stops first fails with its reasons. */
-  function logsUntil(arn: string, done: RegExp): Promise<string[]> {
-    return o.until(`task ${taskIdOf(arn)} to log ${done}`, async () => {
+  /** The log once a line matches `done`; a task that stops first fails at once, with its reasons. */
+  async function logsUntil(arn: string, done: RegExp): Promise<string[]> {
+    const seen = await o.until(`task ${taskIdOf(arn)} to log ${done}`, async () => {
       const lines = await logLines(arn);
-      if (lines.some((l) => done.test(l))) return lines;
+      if (lines.some((l) => done.test(l))) return { lines };
       const t = await describeTask(arn);
-      if (t.lastStatus === 'STOPPED')
-        throw new Error(`stopped (${t.stoppedReason}; ${t.containers?.[0]?.reason}): ${lines.join(' | ')}`);
-      return undefined;
+      return t.lastStatus === 'STOPPED' ? { lines: await logLines(arn), stopped: t } : undefined;
     });
+    if (seen.stopped && !seen.lines.some((l) => done.test(l))) {
+      const c = seen.stopped.containers?.[0];
+      throw new Error(
+        `task ${taskIdOf(arn)} stopped before logging ${done} (${seen.stopped.stoppedReason}; ` +
+          `container: ${c?.reason ?? `exit ${c?.exitCode}`}); its log: ${seen.lines.join(' | ')}`,
+      );
+    }
+    return seen.lines;
   }
 
   function stopped(arn: string): Promise<Task> {
