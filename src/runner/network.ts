@@ -654,7 +654,9 @@ export function createNetworks(opts: NetworkOptions): Networks {
       await run('ip', ['netns', 'add', name], ipHint);
       return;
     }
-    const holder = spawn('unshare', ['--user', '--net', '--', 'sleep', 'infinity'], {
+    // The holder needs to live only until the bind mounts hold the namespaces; should berth die
+    // first, it ends by itself.
+    const holder = spawn('unshare', ['--user', '--net', '--', 'sleep', '300'], {
       stdio: 'ignore',
       env: toolEnv,
     });

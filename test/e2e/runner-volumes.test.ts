@@ -3,8 +3,10 @@
 //   - `host: {}` and `dockerVolumeConfiguration` scope task: a directory of the task's own, which
 //     its containers (mapped root) can write and which is deleted with the task;
 //   - scope shared: one directory per name that outlives its tasks and that every task naming it
-//     mounts; autoprovision creates it, and without autoprovision a missing one fails the start.
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+//     mounts; autoprovision creates it, and without autoprovision a missing one fails the start;
+//   - what an older berth (or another user namespace mapping) left: layer caches and task
+//     volumes no task uses are deleted at start.
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ECSClient } from '@aws-sdk/client-ecs';
@@ -50,8 +52,19 @@ const { define, runTask, logsUntil, stopped, stopAndWait } = taskKit({
 
 const mount = (sourceVolume: string) => ({ mountPoints: [{ sourceVolume, containerPath: '/v' }] });
 
+/** Left by a berth before user namespaces, or one with another mapping: all unused. */
+const leftovers = [
+  join(dataDir, 'runner', 'layers', 'sha256', 'f'.repeat(64)),
+  join(dataDir, 'runner', 'layers', 'userns-100000-65536', 'sha256', 'e'.repeat(64)),
+  join(volumes, 'd'.repeat(32), 'data'),
+];
+
 describe.skipIf(why)('berth-managed volumes', () => {
   beforeAll(async () => {
+    for (const dir of leftovers) {
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, 'file'), 'old');
+    }
     berth = await startBerth({
       dataDir,
       env: { BERTH_RUNNER_BRIDGE_NAME: bridge, BERTH_RUNNER_BRIDGE_SUBNET: subnet },
@@ -120,6 +133,13 @@ describe.skipIf(why)('berth-managed volumes', () => {
     expect(await logsUntil(reader, /^read$/)).toContain('from-the-first');
     await stopped(reader);
     expect(readdirSync(dir)).toEqual(['note']);
+  });
+
+  it('deletes the layer caches and task volumes an earlier berth left and no task uses', async () => {
+    await until('the leftovers to be deleted', async () =>
+      leftovers.every((d) => !existsSync(d)) ? true : undefined,
+    );
+    expect(readdirSync(join(dataDir, 'runner', 'layers'))).toEqual([`userns-${HOST_ID_START}-65536`]);
   });
 
   it('a shared volume that does not exist, without autoprovision, fails the start and says why', async () => {
