@@ -879,6 +879,13 @@ export async function createExecutor(opts: ExecutorOptions): Promise<Executor> {
     }
   }
 
+  /** Deletes an unmounted rootfs mount point, and the directory of them once this executor is
+   * closed and it is empty (a removal can finish after close(), when berth stops mid-stop). */
+  async function dropMountPoint(rootfs: string): Promise<void> {
+    await rmdir(rootfs).catch(() => {});
+    if (closed) await rmdir(rootfsDir).catch(() => {});
+  }
+
   /** Where a container's rootfs is mounted: recorded in its meta, or the old place in the bundle. */
   function rootfsOf(id: string, m: ContainerMeta | undefined): string {
     return m?.rootfs ?? join(paths(id).bundle, 'rootfs');
@@ -923,7 +930,7 @@ export async function createExecutor(opts: ExecutorOptions): Promise<Executor> {
     await unmountRootfs(rootfs).catch((err) => log.warn({ err }, 'unmounting a failed rootfs failed'));
     if (!(await mountPoints()).has(rootfs)) {
       await rm(p.bundle, { recursive: true, force: true });
-      await rmdir(rootfs).catch(() => {});
+      await dropMountPoint(rootfs);
     }
     await rm(p.exitFile, { force: true });
     await rm(join(dirs.attach, id), { force: true });
@@ -1187,7 +1194,7 @@ export async function createExecutor(opts: ExecutorOptions): Promise<Executor> {
       await unmountRootfs(rootfs);
       if ((await mountPoints()).has(rootfs)) throw new RuntimeError(`the rootfs of ${id} is still mounted`);
       await rm(p.bundle, { recursive: true, force: true });
-      await rmdir(rootfs).catch(() => {});
+      await dropMountPoint(rootfs);
       await rm(p.exitFile, { force: true });
       await rm(join(dirs.attach, id), { force: true });
       if (m?.taskCgroup) await removeTaskCgroup(m.taskCgroup);
