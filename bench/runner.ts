@@ -604,7 +604,7 @@ async function main() {
     `- Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; berth ${source}`,
     `- Load average (1/5/15 min) before: ${loadBefore.map((x) => x.toFixed(2)).join(' / ')}, after: ${loadAfter.map((x) => x.toFixed(2)).join(' / ')} — other sessions' test suites share the 2 cores, so single samples are noisy; read the medians.`,
     '- berth: two started by the harness (`node src/cli.ts serve`), alike (filesystem storage in a temp dir, HTTPS with its own CA, auth on, encryption at rest on, BERTH_LOG_LEVEL=warn) but for BERTH_RUNNER_HOOK_DEBOUNCE_MS=500 / 0 (the default);' +
-      ` runner.runtime=${opts.runtime}, so berth ran its containers with ${berthRuntime} (conmon as monitor, tini as init, an overlay rootfs).`,
+      ` runner.runtime=${opts.runtime}, so berth ran its containers with ${berthRuntime} (conmon as monitor, tini as init, an overlay rootfs; each container in a user namespace, under the default seccomp profile, with a pids limit).`,
     '- Image: one gzip layer (busybox-static at /bin/busybox, ~1.9 MiB, and a file naming the layer), an OCI config whose Cmd is `busybox echo <marker>`, an OCI manifest; pushed over HTTPS with Bearer tokens (layer and config first, outside the timing).',
     '- Trigger: a hook rule `runTask` on `<repo>:latest` with a task definition of one container (networkMode none, 32 MiB).',
     "- t0: the manifest PUT answered 201 (berth answers once the push is in the hooks' journal). t1: conmon's timestamp on the container's first stdout line (read back through the logs API after the task stopped). Same host clock; the harness sends berth nothing between t0 and t0 + debounce + 700 ms.",

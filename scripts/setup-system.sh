@@ -14,6 +14,7 @@ packages=(
   attr                    # setfattr/getfattr: overlay opaque directories and layer xattrs (runner)
   runc conmon tini        # the task runner: OCI runtime, per-container monitor, init as PID 1
   containernetworking-plugins iptables iproute2  # bridge networking with port mappings for tasks
+  procps                  # sysctl: the runner sets a bridge task's namespace sysctls from the host side
   awscli                  # the real `aws ecs` CLI, driven against berth's ECS endpoint in the tests
   python3                 # test/support/syn-probe.py: the raw SYN of the loopback attack (AF_PACKET)
 )

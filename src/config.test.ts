@@ -165,6 +165,16 @@ describe('config', () => {
     [{ env: { BERTH_STORAGE_S3_ENDPOINT: 'localhost:7480' } }, 'storage.s3.endpoint'],
     [{ env: { BERTH_STORAGE_S3_ACCESS_KEY_ID: 'k' } }, 'storage.s3.secretAccessKey'],
     [{ env: { BERTH_STORAGE_S3_PART_SIZE: '1048576' } }, 'storage.s3.partSize'],
+    // A range that would reach host uid 0 or the host's own accounts, or past 2^31.
+    [{ env: { BERTH_RUNNER_USER_NAMESPACE_HOST_ID_START: '0' } }, 'runner.userNamespace.hostIdStart'],
+    [{ env: { BERTH_RUNNER_USER_NAMESPACE_HOST_ID_START: '1000' } }, 'runner.userNamespace.hostIdStart'],
+    [
+      { env: { BERTH_RUNNER_USER_NAMESPACE_HOST_ID_START: '2147418113' } },
+      'runner.userNamespace.hostIdStart',
+    ],
+    [{ env: { BERTH_RUNNER_USER_NAMESPACE_HOST_ID_START: '100000.5' } }, 'runner.userNamespace.hostIdStart'],
+    [{ env: { BERTH_RUNNER_PIDS_LIMIT: '8' } }, 'runner.pidsLimit'],
+    [{ env: { BERTH_RUNNER_PIDS_LIMIT: '100.5' } }, 'runner.pidsLimit'],
   ])('stops with a message naming the bad key (%#)', (sources, key) => {
     try {
       loadConfig(sources);
@@ -174,6 +184,17 @@ describe('config', () => {
       expect((e as ConfigError).key).toBe(key);
       expect((e as Error).message).toContain(key);
     }
+  });
+
+  it('maps tasks to an unprivileged host id range and limits their pids by default', () => {
+    const c = loadConfig({ env: {} });
+    expect(c.runner.userNamespace).toEqual({ hostIdStart: 2013265920 });
+    expect(c.runner.pidsLimit).toBe(2048);
+    const top = loadConfig({ env: { BERTH_RUNNER_USER_NAMESPACE_HOST_ID_START: '2147418112' } });
+    expect(top.runner.userNamespace.hostIdStart + 65535).toBe(2 ** 31 - 1);
+    expect(
+      loadConfig({ file: file({ runner: { userNamespace: { hostIdStart: 100000 } } }) }).runner.userNamespace,
+    ).toEqual({ hostIdStart: 100000 });
   });
 
   it('parses listen addresses', () => {

@@ -282,6 +282,18 @@ export const keys = {
     min: 1,
     doc: 'how long STOPPED tasks stay describable',
   },
+  'runner.userNamespace.hostIdStart': {
+    type: 'number',
+    default: 2013265920,
+    min: 65536,
+    doc: "first host uid/gid of the 65536 that every task's uids/gids 0-65535 map to (its root is this host id, never host root); at least 65536, at most 2147418112",
+  },
+  'runner.pidsLimit': {
+    type: 'number',
+    default: 2048,
+    min: 16,
+    doc: "most processes and threads one task may have at once (its cgroup's pids.max); a fork bomb stops there",
+  },
 } as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof keys;
@@ -354,9 +366,13 @@ export interface Config {
     readonly hookDebounceMs: number;
     readonly stoppedTaskRetentionMinutes: number;
     readonly webhooksFile: string | undefined;
+    readonly userNamespace: { readonly hostIdStart: number };
+    readonly pidsLimit: number;
   };
 }
 
+/** How many uids and gids a task's user namespace maps (container ids 0-65535). */
+const USERNS_SIZE = 65536;
 const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 const drivers = ['filesystem', 's3', 'memory'];
 
@@ -527,6 +543,17 @@ function build(v: Map<ConfigKey, unknown>): Config {
       `must be an IPv4 CIDR from /16 to /24 (got ${JSON.stringify(subnet)})`,
     );
   const runnerRoot = get<string | undefined>('runner.root');
+  const hostIdStart = get<number>('runner.userNamespace.hostIdStart');
+  // The range is [start, start + 65535]: never host uid 0 nor the host's own accounts (0-65535),
+  // and below 2^31, where tools that read uid_t as signed go wrong.
+  if (!Number.isInteger(hostIdStart) || hostIdStart + USERNS_SIZE > 2 ** 31)
+    throw new ConfigError(
+      'runner.userNamespace.hostIdStart',
+      `must be a whole number from 65536 to ${2 ** 31 - USERNS_SIZE}, so the ${USERNS_SIZE} ids stay below 2^31 (got ${hostIdStart})`,
+    );
+  const pidsLimit = get<number>('runner.pidsLimit');
+  if (!Number.isInteger(pidsLimit))
+    throw new ConfigError('runner.pidsLimit', `must be a whole number (got ${pidsLimit})`);
   const built: Config = {
     listen: get('listen'),
     data,
@@ -600,6 +627,8 @@ function build(v: Map<ConfigKey, unknown>): Config {
       webhooksFile:
         (get<string | undefined>('runner.webhooksFile') ?? undefined) &&
         resolve(get<string>('runner.webhooksFile')),
+      userNamespace: { hostIdStart },
+      pidsLimit,
     },
   };
   checkHostPathAllowList(built);

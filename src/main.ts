@@ -182,6 +182,8 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
       logMaxBytes: config.runner.logMaxBytes,
       hookDebounceMs: config.runner.hookDebounceMs,
       stoppedRetentionMs: config.runner.stoppedTaskRetentionMinutes * 60_000,
+      userNamespace: config.runner.userNamespace,
+      pidsLimit: config.runner.pidsLimit,
       images: imageReader(registry),
       webhooks: loadWebhooks(config.runner.webhooksFile, outbound),
       outbound,

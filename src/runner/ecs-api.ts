@@ -35,7 +35,7 @@ import type {
   TaskManager,
   TaskOverride,
 } from './model.ts';
-import { DEFAULT_CLUSTER } from './model.ts';
+import { containerInstanceArn, DEFAULT_CLUSTER, LOCAL_CONTAINER_INSTANCE_ID } from './model.ts';
 import { parseTaskDefinitionRef, type Tag, type TaskDefinition } from './task-definitions.ts';
 
 /** Who is calling, as the HTTP layer authenticated them (principalArn names it in createdBy and denials). */
@@ -62,15 +62,7 @@ export interface EcsApi {
   handle(operation: EcsOperation, input: Record<string, unknown>, caller: EcsCaller): Promise<EcsOutput>;
 }
 
-/**
- * berth is one machine, so every cluster has one container instance: this one. Its id is fixed,
- * so StartTask and ListTasks can name it without a ListContainerInstances.
- */
-export const LOCAL_CONTAINER_INSTANCE_ID = 'local';
-
-export function containerInstanceArn(region: string, accountId: string, cluster: string): string {
-  return `arn:aws:ecs:${region}:${accountId}:container-instance/${cluster}/${LOCAL_CONTAINER_INSTANCE_ID}`;
-}
+export { containerInstanceArn, LOCAL_CONTAINER_INSTANCE_ID };
 
 // --- reading input --------------------------------------------------------------------------------
 

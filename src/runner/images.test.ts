@@ -97,7 +97,12 @@ describe('createImages', () => {
 
   const images = createImages(
     source,
-    createLayerStore({ root: join(dir, 'layers'), log: silentLogger, host: createHost() }),
+    createLayerStore({
+      root: join(dir, 'layers'),
+      log: silentLogger,
+      host: createHost(),
+      idMapping: { hostIdStart: 300000 },
+    }),
   );
   const hostArch = process.arch === 'x64' ? 'amd64' : process.arch;
   const otherArch = hostArch === 'amd64' ? 'arm64' : 'amd64';

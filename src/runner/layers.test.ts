@@ -20,7 +20,12 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger, silentLogger } from '../log.ts';
 import { PathNotFoundError } from '../storage/index.ts';
 import { createHost } from './host.ts';
+import { layerCacheName } from './idmap.ts';
 import { cleanPath, createLayerStore, LayerError } from './layers.ts';
+
+/** The test mapping: container id 0 is host id HOST. */
+const HOST = 300000;
+const idMapping = { hostIdStart: HOST };
 
 // ---- a tiny tar writer, enough to craft layers (ustar, GNU L/K, PAX path/linkpath/xattrs) ----
 type Kind = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
@@ -168,20 +173,24 @@ function opener(blob: Buffer) {
 }
 
 let work: string;
+/** The store's root and, under it, this mapping's cache (where <algo>/<hex> dirs go). */
+let storeRoot: string;
 let root: string;
 beforeEach(() => {
   work = mkdtempSync(join(tmpdir(), 'berth-layers-'));
-  root = join(work, 'layers');
+  storeRoot = join(work, 'layers');
+  root = join(storeRoot, layerCacheName(idMapping));
 });
 afterEach(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-function newStore(log = silentLogger) {
-  return createLayerStore({ root, log, host });
+function newStore(log = silentLogger, mapping = idMapping) {
+  return createLayerStore({ root: storeRoot, log, host, idMapping: mapping });
 }
 
-/** Everything under dir, one line per object: path, type, mode, owner, and what it holds. */
+/** Everything under dir, one line per object: path, type, mode, owner (as the container sees it,
+ * i.e. minus HOST), and what it holds. */
 function tree(dir: string, rel = ''): string[] {
   const out: string[] = [];
   for (const name of readdirSync(join(dir, rel)).sort()) {
@@ -189,7 +198,7 @@ function tree(dir: string, rel = ''): string[] {
     const p = join(dir, r);
     const st = lstatSync(p);
     const mode = (st.mode & 0o7777).toString(8).padStart(4, '0');
-    const own = `${st.uid}:${st.gid}`;
+    const own = `${st.uid - HOST}:${st.gid - HOST}`;
     if (st.isDirectory()) {
       out.push(`${r}/ dir ${mode} ${own}`);
       out.push(...tree(dir, r));
@@ -573,6 +582,55 @@ describe('layer store', () => {
     expect(await store.has(one.diffId)).toBe(false);
     expect(await store.list()).toEqual([two.diffId]);
     expect(() => store.path('sha256:nothex')).toThrow(LayerError);
+  });
+
+  it('shifts every owner into the mapping, implicit parents and whiteouts included', async () => {
+    const l = layer(richLayer);
+    const dir = await newStore().unpack(l.diffId, l.digest, l.mediaType, opener(l.blob).open);
+    const owner = (rel: string) => {
+      const st = lstatSync(join(dir, rel));
+      return [st.uid, st.gid];
+    };
+    expect(owner('.')).toEqual([HOST, HOST]);
+    expect(owner('bin/tool')).toEqual([HOST, HOST]);
+    expect(owner('home/user/notes')).toEqual([HOST + 1000, HOST + 1001]);
+    expect(owner('deep')).toEqual([HOST, HOST]); // made for a deeper entry, never named itself
+    expect(owner('etc/gone')).toEqual([HOST, HOST]);
+    expect(owner('dev/loop0')).toEqual([HOST, HOST + 6]);
+  });
+
+  it('refuses an owner the mapping cannot represent, naming the entry', async () => {
+    const l = layer([{ path: 'big-uid', body: 'x', uid: 70000, gid: 0 }]);
+    const store = newStore();
+    const err = await store.unpack(l.diffId, l.digest, l.mediaType, opener(l.blob).open).catch((e) => e);
+    expect(err).toBeInstanceOf(LayerError);
+    expect((err as LayerError).entry).toBe('big-uid');
+    expect((err as Error).message).toMatch(/owner 70000:0 is outside the ids .* \(0-65535\)/);
+    expect(await store.list()).toEqual([]);
+  });
+
+  it('keeps one cache per mapping and sweeps the others and the layout before user namespaces', async () => {
+    const l = layer([{ path: 'a', body: 'x', uid: 5, gid: 7 }]);
+    const other = { hostIdStart: HOST + 65536 };
+    const mine = await newStore().unpack(l.diffId, l.digest, l.mediaType, opener(l.blob).open);
+    const theirs = await newStore(silentLogger, other).unpack(
+      l.diffId,
+      l.digest,
+      l.mediaType,
+      opener(l.blob).open,
+    );
+    expect(theirs).not.toBe(mine);
+    expect(lstatSync(join(mine, 'a')).uid).toBe(HOST + 5);
+    expect(lstatSync(join(theirs, 'a')).gid).toBe(HOST + 65536 + 7);
+    // A layer of the old layout (<root>/sha256/<hex>), and a third mapping a container still uses.
+    mkdirSync(join(storeRoot, 'sha256', 'f'.repeat(64)), { recursive: true });
+    const busy = layerCacheName({ hostIdStart: HOST + 2 * 65536 });
+    mkdirSync(join(storeRoot, busy, 'sha256'), { recursive: true });
+
+    expect(await newStore().sweepStale(new Set([busy]))).toEqual(['sha256', layerCacheName(other)]);
+    expect(readdirSync(storeRoot).sort()).toEqual([busy, layerCacheName(idMapping)].sort());
+    expect(await newStore().has(l.diffId)).toBe(true);
+    expect(await newStore().sweepStale(new Set())).toEqual([busy]);
   });
 
   it('stacks in overlayfs: a whiteout hides a lower file, an opaque dir hides lower contents', async (ctx) => {

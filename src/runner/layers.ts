@@ -1,7 +1,11 @@
-// Image layers unpacked into directories overlayfs can stack as lowerdirs, once per diffID.
+// Image layers unpacked into directories overlayfs can stack as lowerdirs, once per diffID and
+// user namespace mapping (idmap.ts): every file is owned by the host id its tar entry's uid/gid
+// maps to, so the container sees the owners the image gave (runc 1.1 cannot idmap a mount).
 //
-//   <root>/<algo>/<hex>                 an unpacked layer: exists only once both digests matched
-//   <root>/<algo>/.tmp-<pid>-<rand>-... a layer being unpacked (or left by a crash: see sweep)
+//   <root>/userns-<start>-65536/<algo>/<hex>   an unpacked layer: exists only once both digests matched
+//   <root>/userns-<start>-65536/<algo>/.tmp-<pid>-<rand>-...  being unpacked (or left by a crash: sweep)
+//   <root>/<anything else>                     layers of another mapping, or of the layout before
+//                                              user namespaces (<root>/<algo>/<hex>): sweepStale
 //
 // A layer streams from storage through the compressed-digest hash, the decompressor (chosen by
 // the magic bytes; the media type only has to name a layer) and the diffID hash into the tar
@@ -21,6 +25,7 @@ import { OciError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { PathNotFoundError } from '../storage/index.ts';
 import type { Host } from './host.ts';
+import { hostId, ID_MAP_SIZE, type IdMapping, layerCacheName, rootOwner } from './idmap.ts';
 import { readTar, type TarEntry } from './tar.ts';
 
 export class LayerError extends Error {
@@ -41,6 +46,8 @@ export interface LayerStoreOptions {
   root: string;
   log: Logger;
   host: Host;
+  /** The ids files are shifted to; the layers of one mapping live in a directory of their own. */
+  idMapping: IdMapping;
 }
 
 export interface LayerStore {
@@ -61,7 +68,14 @@ export interface LayerStore {
   list(): Promise<string[]>;
   /** Deletes temp dirs left by crashed unpacks (their process is gone); answers how many. */
   sweep(): Promise<number>;
+  /** Deletes the layer caches of other mappings and of the layout before user namespaces, except
+   * `inUse` (cache directory names a running container's overlay still stacks); answers the names
+   * deleted. */
+  sweepStale(inUse: ReadonlySet<string>): Promise<string[]>;
 }
+
+/** The cache names of layers unpacked before berth used user namespaces (<root>/<algo>/<hex>). */
+export const LEGACY_LAYER_CACHES = ['sha256', 'sha512'] as const;
 
 type Compression = 'gzip' | 'zstd' | 'none';
 
@@ -142,16 +156,15 @@ async function writeAll(fh: FileHandle, data: Buffer): Promise<void> {
   while (off < data.length) off += (await fh.write(data, off, data.length - off)).bytesWritten;
 }
 
-/** Writes one layer's entries into dir (a fresh temp dir). */
-function extractor(dir: string, diffId: string, host: Host, log: Logger) {
+/** Writes one layer's entries into dir (a fresh temp dir, owned by the mapped root already). */
+function extractor(dir: string, diffId: string, host: Host, idMapping: IdMapping, log: Logger) {
   /** Root-relative paths known to be real directories (not symlinks) in dir. */
   const dirs = new Set<string>(['']);
   /** Directory modes and mtimes, applied last: adding children would change the mtimes. */
   const deferred = new Map<string, { mode: number; mtime: number | null }>([
     ['', { mode: 0o755, mtime: null }],
   ]);
-  const myUid = process.getuid?.() ?? -1;
-  const myGid = process.getgid?.() ?? -1;
+  const root = rootOwner(idMapping);
   let chownWarned = false;
 
   const refuse = (e: TarEntry, why: string) => new LayerError(diffId, why, { entry: e.path });
@@ -169,6 +182,7 @@ function extractor(dir: string, diffId: string, host: Host, log: Logger) {
         if (!create) throw refuse(e, `hardlink target '${e.linkname}' is not in this layer`);
         await mkdir(abs(cur));
         await chmod(abs(cur), 0o755);
+        await setOwner(abs(cur), root.uid, root.gid, e);
       } else if (st.isSymbolicLink()) {
         throw refuse(e, `'${cur}' is a symlink; refusing to write through it`);
       } else if (!st.isDirectory()) {
@@ -178,12 +192,23 @@ function extractor(dir: string, diffId: string, host: Host, log: Logger) {
     }
   }
 
-  async function owner(path: string, e: TarEntry): Promise<void> {
-    if (e.uid === myUid && e.gid === myGid) return;
-    if (!(await host.lchownSafe(path, e.uid, e.gid)) && !chownWarned) {
+  async function setOwner(path: string, uid: number, gid: number, e: TarEntry): Promise<void> {
+    if (!(await host.lchownSafe(path, uid, gid)) && !chownWarned) {
       chownWarned = true;
       log.warn({ diffId, entry: e.path }, 'cannot set file ownership (not root?): layer keeps our ids');
     }
+  }
+
+  /** The entry's owner, shifted into the mapping; ids the mapping lacks cannot be represented. */
+  async function owner(path: string, e: TarEntry): Promise<void> {
+    const uid = hostId(idMapping, e.uid);
+    const gid = hostId(idMapping, e.gid);
+    if (uid === undefined || gid === undefined)
+      throw refuse(
+        e,
+        `owner ${e.uid}:${e.gid} is outside the ids a task's user namespace maps (0-${ID_MAP_SIZE - 1})`,
+      );
+    await setOwner(path, uid, gid, e);
   }
 
   async function xattrs(path: string, e: TarEntry): Promise<void> {
@@ -220,6 +245,7 @@ function extractor(dir: string, diffId: string, host: Host, log: Logger) {
       return;
     }
     await host.mknod(abs(rel), 'c', 0, 0);
+    await setOwner(abs(rel), root.uid, root.gid, e);
   }
 
   async function apply(e: TarEntry): Promise<void> {
@@ -328,7 +354,9 @@ function pidAlive(pid: number): boolean {
 }
 
 export function createLayerStore(opts: LayerStoreOptions): LayerStore {
-  const { root, host } = opts;
+  const { host, idMapping } = opts;
+  const cacheName = layerCacheName(idMapping);
+  const root = join(opts.root, cacheName);
   const log = opts.log.child({ component: 'layers' });
   const inflight = new Map<string, Promise<string>>();
   const activeTemps = new Set<string>();
@@ -412,7 +440,7 @@ export function createLayerStore(opts: LayerStoreOptions): LayerStore {
       }
     }
 
-    const x = extractor(dir, diffId, host, log);
+    const x = extractor(dir, diffId, host, idMapping, log);
     try {
       for await (const entry of readTar(hashed())) {
         stats.entries++;
@@ -477,6 +505,9 @@ export function createLayerStore(opts: LayerStoreOptions): LayerStore {
     activeTemps.add(tmp);
     try {
       await mkdir(tmp);
+      // The layer's root, unless its tar says otherwise: the container's root directory.
+      const top = rootOwner(idMapping);
+      await host.lchownSafe(tmp, top.uid, top.gid);
       const stats = await extract(raw, tmp, diffId, diff, comp, compressedDigest, kind.compression).catch(
         (err: unknown) => {
           // Reading the bytes (not writing an entry) failed because storage has none.
@@ -573,6 +604,24 @@ export function createLayerStore(opts: LayerStoreOptions): LayerStore {
           removed++;
         }
       }
+      return removed;
+    },
+
+    async sweepStale(inUse) {
+      let names: string[];
+      try {
+        names = await readdir(opts.root);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+        throw err;
+      }
+      const removed: string[] = [];
+      for (const name of names.sort()) {
+        if (name === cacheName || inUse.has(name)) continue;
+        await rm(join(opts.root, name), { recursive: true, force: true });
+        removed.push(name);
+      }
+      if (removed.length > 0) log.info({ removed }, 'deleted layer caches of another user namespace mapping');
       return removed;
     },
   };

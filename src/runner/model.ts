@@ -280,3 +280,13 @@ export interface Cluster {
 }
 
 export const DEFAULT_CLUSTER = 'default';
+
+/**
+ * berth is one machine, so every cluster has one container instance: this one. Its id is fixed,
+ * so StartTask and ListTasks can name it without a ListContainerInstances.
+ */
+export const LOCAL_CONTAINER_INSTANCE_ID = 'local';
+
+export function containerInstanceArn(region: string, accountId: string, cluster: string): string {
+  return `arn:aws:ecs:${region}:${accountId}:container-instance/${cluster}/${LOCAL_CONTAINER_INSTANCE_ID}`;
+}

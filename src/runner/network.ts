@@ -1,9 +1,15 @@
 // A task's network: the host's own (host), a namespace with only loopback (none), or a namespace
 // on a Linux bridge with NATed port mappings (bridge). Bridge mode runs Debian's CNI plugins
 // (containernetworking-plugins: bridge + host-local IPAM + portmap) the way the CNI spec says:
-// the plugin binary with CNI_* in its environment and the network config on stdin. Namespaces
-// are made and removed with iproute2 (`ip netns`), so each task has a persistent namespace at
-// /run/netns/berth-<taskId> that the OCI runtime joins.
+// the plugin binary with CNI_* in its environment and the network config on stdin. Each bridge
+// task has a persistent namespace at /run/netns/berth-<taskId> that the OCI runtime joins.
+//
+// With a user namespace mapping (idmap.ts), a bridge task's network namespace is made inside a
+// user namespace of the task's own (mapped like every container), which its containers join: a
+// network namespace belongs to the user namespace it was made in, and only its owner's root may
+// mount sysfs there, and join it after joining the user namespace, as `runc exec` does (health
+// checks); runc 1.1 joins the user namespace first. The user namespace is kept by a bind mount
+// of its nsfs file at <root>/tasks/<taskId>/userns, like `ip netns` keeps a network namespace.
 //
 // Everything a teardown needs is written to root/tasks/<taskId>/state.json BEFORE the first
 // change to the host (host ports, the exact conflist and runtimeConfig the ADD used), so a crash
@@ -28,10 +34,12 @@ import { execFile, spawn } from 'node:child_process';
 import { createHash, randomInt } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readdir, readFile, readlink, rename, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from '../log.ts';
+import { ID_MAP_SIZE, type IdMapping, rootOwner } from './idmap.ts';
+import { pingGroupRange } from './runtime-spec.ts';
 
 export interface PortRequest {
   containerPort: number;
@@ -53,6 +61,8 @@ export interface TaskNetwork {
   mode: NetworkMode;
   /** bridge and none: the persistent namespace the task's containers join. */
   netnsPath?: string;
+  /** bridge, with a mapping: the user namespace that owns netnsPath, which the containers join. */
+  usernsPath?: string;
   /** bridge: the task's address on the bridge. */
   ip?: string;
   /** bridge: the bridge's address, the task's default gateway. */
@@ -98,6 +108,9 @@ export interface NetworkOptions {
   cniPath?: string;
   /** The bridge's MTU; default the MTU of the host's default-route interface. */
   mtu?: number;
+  /** The tasks' user namespace mapping: the generated resolv.conf, hosts and hostname belong to
+   * its root (containers may edit them, as under dockerd), and ping's group range is its ids. */
+  idMapping?: IdMapping;
 }
 
 /** A host port that cannot be given to a task: bound by another process, mapped by another task,
@@ -513,6 +526,8 @@ interface TaskState {
   mode: NetworkMode;
   bindings: PortBinding[];
   netns?: string;
+  /** bridge with a mapping: the bind-mounted user namespace file to unmount. */
+  userns?: string;
   /** bridge: the exact list ADD ran with, so DEL runs with the same one. */
   conflist?: Conflist;
   runtimeConfig?: RuntimeConfig;
@@ -604,6 +619,19 @@ export async function removeBridge(bridgeName: string): Promise<void> {
 }
 
 const ipHint = 'apt-get install iproute2';
+const sysctlHint = 'apt-get install util-linux procps';
+
+/**
+ * What a container would set in a network namespace of its own (runtime-spec.ts ownNetnsSysctls),
+ * for the bridge namespace the runner makes: that one belongs to the host's user namespace, so
+ * the container's root may not write its sysctls; the runner does, from the host side.
+ */
+export function bridgeNetnsSysctls(idMapping: IdMapping | undefined): string[] {
+  return [
+    'net.ipv4.ip_unprivileged_port_start=0',
+    `net.ipv4.ping_group_range=${idMapping ? pingGroupRange(idMapping) : '0 2147483647'}`,
+  ];
+}
 const iptablesHint = 'apt-get install iptables';
 
 /** Runs one CNI plugin as the spec says: CNI_* in the environment, the config on stdin, the
@@ -740,6 +768,65 @@ export function createNetworks(opts: NetworkOptions): Networks {
 
   const taskDir = (taskId: string) => join(tasksDir, taskId);
   const statePath = (taskId: string) => join(taskDir(taskId), 'state.json');
+  const usernsPathOf = (taskId: string) => join(taskDir(taskId), 'userns');
+
+  /**
+   * The task's network namespace, inside a user namespace of its own when there is a mapping:
+   * `unshare --user --net` makes both at once (so the second belongs to the first), berth writes
+   * the id maps (unshare's own --map-users goes through newuidmap and /etc/subuid), and bind
+   * mounts keep both once the holder process is gone.
+   */
+  async function makeNamespaces(taskId: string, map: IdMapping | undefined): Promise<void> {
+    const name = netnsName(taskId);
+    if (!map) {
+      await run('ip', ['netns', 'add', name], ipHint);
+      return;
+    }
+    // The holder needs to live only until the bind mounts hold the namespaces; should berth die
+    // first, it ends by itself.
+    const holder = spawn('unshare', ['--user', '--net', '--', 'sleep', '300'], {
+      stdio: 'ignore',
+      env: toolEnv,
+    });
+    const failed = new Promise<never>((_, reject) => {
+      holder.once('error', (e) => reject(new Error(`unshare: ${errorText(e)} (${sysctlHint})`)));
+      holder.once('exit', (code) =>
+        reject(new Error(`unshare exited (${code}) before its namespaces were kept`)),
+      );
+    });
+    failed.catch(() => {});
+    try {
+      const pid = holder.pid!;
+      const ours = await readlink('/proc/self/ns/user');
+      const deadline = Date.now() + 10_000;
+      // Until unshare has made the namespaces, the holder is still in ours.
+      while ((await Promise.race([readlink(`/proc/${pid}/ns/user`).catch(() => ours), failed])) === ours) {
+        if (Date.now() > deadline) throw new Error('unshare did not make its namespaces within 10 s');
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      const line = `0 ${map.hostIdStart} ${ID_MAP_SIZE}\n`;
+      await writeFile(`/proc/${pid}/uid_map`, line);
+      await writeFile(`/proc/${pid}/gid_map`, line);
+      const userns = usernsPathOf(taskId);
+      await writeFile(userns, '', { mode: 0o444 });
+      await run('mount', ['--bind', `/proc/${pid}/ns/user`, userns], 'apt-get install mount');
+      await run('ip', ['netns', 'attach', name, String(pid)], ipHint);
+    } finally {
+      holder.kill('SIGKILL');
+    }
+  }
+
+  /** Unmounts and deletes the task's user namespace file, if it has one. */
+  async function dropUserns(taskId: string): Promise<void> {
+    const userns = usernsPathOf(taskId);
+    if (!existsSync(userns)) return;
+    try {
+      await run('umount', [userns], 'apt-get install mount');
+    } catch (e) {
+      if (!/not mounted/i.test((e as { stderr?: string }).stderr ?? '')) throw e;
+    }
+    await rm(userns, { force: true });
+  }
 
   async function readState(taskId: string): Promise<TaskState | undefined> {
     try {
@@ -873,6 +960,10 @@ export function createNetworks(opts: NetworkOptions): Networks {
     await writeAtomic(paths.resolvConfPath, taskResolvConf(hostResolv));
     await writeAtomic(paths.hostsPath, taskHosts(hostname, ip));
     await writeAtomic(paths.hostnamePath, `${hostname}\n`);
+    if (opts.idMapping) {
+      const owner = rootOwner(opts.idMapping);
+      for (const p of Object.values(paths)) await chown(p, owner.uid, owner.gid);
+    }
     return paths;
   }
 
@@ -910,6 +1001,7 @@ export function createNetworks(opts: NetworkOptions): Networks {
       );
       const s: TaskState = { taskId, mode, bindings, phase: 'setting-up' };
       if (mode !== 'host') s.netns = netnsName(taskId);
+      if (mode === 'bridge' && opts.idMapping) s.userns = usernsPathOf(taskId);
       if (list) {
         s.conflist = list;
         s.runtimeConfig = {
@@ -939,8 +1031,14 @@ export function createNetworks(opts: NetworkOptions): Networks {
     }
 
     const name = netnsName(taskId);
-    await run('ip', ['netns', 'add', name], ipHint);
+    await makeNamespaces(taskId, opts.idMapping);
     await run('ip', ['-n', name, 'link', 'set', 'lo', 'up'], ipHint);
+    // /proc/sys/net is the writer's network namespace: sysctl run inside this one.
+    await run(
+      'nsenter',
+      [`--net=${netnsPathOf(taskId)}`, '--', 'sysctl', '-q', '-w', ...bridgeNetnsSysctls(opts.idMapping)],
+      sysctlHint,
+    );
     if (list && state.runtimeConfig) {
       const result = await cni('ADD', taskId, netnsPathOf(taskId), list, state.runtimeConfig);
       state.cniResult = result;
@@ -958,6 +1056,7 @@ export function createNetworks(opts: NetworkOptions): Networks {
     return {
       mode,
       netnsPath: netnsPathOf(taskId),
+      ...(state.userns ? { usernsPath: state.userns } : {}),
       ...(state.ip ? { ip: state.ip } : {}),
       ...(state.gateway ? { gateway: state.gateway } : {}),
       bindings: state.bindings,
@@ -1007,6 +1106,7 @@ export function createNetworks(opts: NetworkOptions): Networks {
     if (hasNetns) {
       await attempt('delete namespace', () => run('ip', ['netns', 'delete', netnsName(taskId)], ipHint));
     }
+    await attempt('drop the user namespace', () => dropUserns(taskId));
     if (failures.length > 0) {
       // The record stays, so a later teardown or sweep can finish the job.
       throw new Error(`network teardown of task ${taskId} incomplete: ${failures.join('; ')}`);

@@ -2,7 +2,7 @@
 // catalog and the ECS API over them, push hooks and webhooks fed by registry events, secrets and
 // task role credentials. main.ts builds one; http/ talks to it through this facade only.
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { hostname, release } from 'node:os';
 import { join } from 'node:path';
 import type { RegistryEvent } from '../events.ts';
 import type { Logger } from '../log.ts';
@@ -23,13 +23,17 @@ import { createHookActions } from './hook-actions.ts';
 import { createHooks, type Hooks } from './hooks.ts';
 import { createHost } from './host.ts';
 import { createHostAccess, denyAllHostAccess, type HostAccessPolicy } from './host-access.ts';
+import { type IdMapping, layerCacheName } from './idmap.ts';
 import { createImages, type ImageSource, parseImageRef } from './images.ts';
 import type { DecideAs } from './launch-rights.ts';
-import { createLayerStore } from './layers.ts';
+import { createLayerStore, LEGACY_LAYER_CACHES } from './layers.ts';
 import { DEFAULT_CLUSTER, type Deployment } from './model.ts';
 import { createNetworks, ecsCredentialsAddress } from './network.ts';
+import { hostCapacity } from './placement.ts';
 import { createRecords } from './records.ts';
 import { createExecutor, detectInit, type Executor, type LogEntry } from './runtime.ts';
+import { DEFAULT_CAPABILITIES, type HostLimits, type Isolation, maskedCpuPaths } from './runtime-spec.ts';
+import { defaultSeccompProfile, kernelVersion, seccompArch } from './seccomp.ts';
 import { createSecretStore, type SecretStore } from './secrets.ts';
 import { createServiceScheduler, createServiceStore, type RunningServiceScheduler } from './services.ts';
 import type { TaskDefinition } from './task-definitions.ts';
@@ -75,6 +79,10 @@ export interface RunnerOptions {
   hostAccess?: HostAccessPolicy;
   /** Where a running executor is not wanted (tests of the API alone); default: create one. */
   executor?: Executor;
+  /** The host range every task's ids 0-65535 map to (runner.userNamespace.hostIdStart). */
+  userNamespace: IdMapping;
+  /** pids.max of every task (runner.pidsLimit). */
+  pidsLimit: number;
 }
 
 /** A refusal of the runner's REST side, mapped by http/ to 400/404/409. */
@@ -138,6 +146,9 @@ export interface Runner {
   };
 }
 
+/** How often stale layer caches are looked for again (after the one at start). */
+const LAYER_SWEEP_MS = 10 * 60_000;
+
 export async function createRunner(opts: RunnerOptions): Promise<Runner> {
   const log = opts.log;
   const { storage, region, accountId } = opts;
@@ -151,7 +162,21 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
 
   let executor = opts.executor;
   let unavailableReason: string | undefined;
-  if (!executor) {
+  const arch = seccompArch();
+  const isolation: Isolation = {
+    idMapping: opts.userNamespace,
+    pidsLimit: opts.pidsLimit,
+    seccomp: defaultSeccompProfile({
+      arch: arch ?? 'x86_64',
+      kernel: kernelVersion(release()),
+      capabilities: DEFAULT_CAPABILITIES,
+    }),
+    extraMaskedPaths: maskedCpuPaths(readText('/sys/devices/system/cpu/possible') ?? ''),
+  };
+  if (!executor && arch === undefined) {
+    unavailableReason = `berth has no seccomp profile for ${process.arch} (only x86_64 and aarch64), and runs no container without one`;
+    log.error(`the task runner is unavailable: ${unavailableReason}`);
+  } else if (!executor) {
     try {
       executor = await createExecutor({
         root: join(opts.root, 'runtime'),
@@ -166,13 +191,19 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
   }
 
   const host = createHost();
-  const layers = createLayerStore({ root: join(opts.root, 'layers'), log, host });
+  const layers = createLayerStore({
+    root: join(opts.root, 'layers'),
+    log,
+    host,
+    idMapping: opts.userNamespace,
+  });
   const images = createImages(opts.images, layers);
   const networks = createNetworks({
     root: join(opts.root, 'network'),
     log,
     bridgeName: opts.bridgeName,
     subnet: opts.bridgeSubnet,
+    idMapping: opts.userNamespace,
   });
   const secrets = createSecretStore(storage, { region, accountId });
   const hostAccess = createHostAccess(opts.hostAccess ?? denyAllHostAccess, {
@@ -184,6 +215,26 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
   const tokens = new Map<string, string>();
 
   const records = createRecords<StoredTask>(storage, '/runner/tasks');
+
+  /**
+   * Layer caches of another mapping (runner.userNamespace.hostIdStart changed) or of the layout
+   * before user namespaces go, once no container's rootfs still stacks them: a container keeps its
+   * overlay until it is removed, so those of running or not yet removed containers stay until a
+   * later sweep.
+   */
+  let layerSweepTimer: NodeJS.Timeout | undefined;
+  async function sweepLayerCaches(): Promise<void> {
+    try {
+      const inUse = new Set<string>();
+      for (const c of await exec.list()) {
+        if (c.idMapping) inUse.add(layerCacheName(c.idMapping));
+        else for (const legacy of LEGACY_LAYER_CACHES) inUse.add(legacy);
+      }
+      await layers.sweepStale(inUse);
+    } catch (err) {
+      log.warn({ err }, 'could not delete stale layer caches');
+    }
+  }
 
   /**
    * Where a task with a role fetches its credentials. The URL is known only once the server
@@ -276,6 +327,8 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
     log,
     ownHosts,
     hostLimits: hostLimits(),
+    isolation,
+    hostCapacity: hostCapacity(),
     ...(detectInit() !== undefined && { init: detectInit() as string }),
     volumesRoot: join(opts.root, 'volumes'),
     hostAccess,
@@ -479,6 +532,10 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
         await networks.guard().catch((err) => log.error({ err }, 'network: cannot guard the task bridge'));
       await hostAccess.sweep().catch((err) => log.error({ err }, 'cannot sweep staged host paths'));
       await tasks.start();
+      // Not awaited: deleting a stale cache may take a while, and nothing waits for it.
+      void sweepLayerCaches();
+      layerSweepTimer = setInterval(() => void sweepLayerCaches(), LAYER_SWEEP_MS);
+      layerSweepTimer.unref();
       // Tokens of adopted tasks come back from their records; those on the bridge fetch their
       // credentials through this berth's listener, made again now.
       let roleOnBridge = false;
@@ -496,6 +553,7 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
       await webhooks.start();
     },
     async close() {
+      clearInterval(layerSweepTimer);
       hooks.stop();
       webhooks.stop();
       await services.close();
@@ -515,12 +573,25 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
   };
 }
 
-/** The hard RLIMIT_NOFILE berth runs with: the runtime cannot give a container more (machine.md). */
-function hostLimits() {
-  let nofileHard = 1024;
+/** The hard RLIMIT_NOFILE and RLIMIT_NPROC berth runs with: the runtime cannot give a container
+ * more (machine.md; in a user namespace it has no CAP_SYS_RESOURCE to raise them). */
+export function hostLimits(limits = readText('/proc/self/limits') ?? ''): HostLimits {
+  const hard = (name: string, unlimited: number): number | undefined => {
+    const m = new RegExp(`^${name}\\s+\\S+\\s+(\\d+|unlimited)`, 'm').exec(limits);
+    if (!m) return undefined;
+    return m[1] === 'unlimited' ? unlimited : Number(m[1]);
+  };
+  const nprocHard = hard('Max processes', 4194304); // the kernel's pid_max ceiling
+  return {
+    nofileHard: hard('Max open files', 1 << 20) ?? 1024,
+    ...(nprocHard !== undefined && { nprocHard }),
+  };
+}
+
+function readText(path: string): string | undefined {
   try {
-    const m = /Max open files\s+\S+\s+(\d+|unlimited)/.exec(readFileSync('/proc/self/limits', 'utf8'));
-    if (m) nofileHard = m[1] === 'unlimited' ? 1 << 20 : Number(m[1]);
-  } catch {}
-  return { nofileHard };
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
 }

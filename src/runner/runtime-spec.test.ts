@@ -6,7 +6,10 @@ import {
   DEFAULT_MASKED_PATHS,
   DEFAULT_PATH_ENV,
   DEFAULT_READONLY_PATHS,
+  DOCKER_DEFAULT_CAPABILITIES,
   type ImageRunConfig,
+  type Isolation,
+  maskedCpuPaths,
   namespacesFor,
   type OciSpec,
   RLIM_INFINITY,
@@ -21,7 +24,14 @@ import {
   serializeRuntimeSpec,
   taskCgroup,
 } from './runtime-spec.ts';
+import { defaultSeccompProfile } from './seccomp.ts';
 import { type ContainerDefinition, type Ulimit, validateTaskDefinitionInput } from './task-definitions.ts';
+
+const isolation: Isolation = {
+  idMapping: { hostIdStart: 2013265920 },
+  pidsLimit: 2048,
+  seccomp: defaultSeccompProfile({ arch: 'x86_64', kernel: [6, 1], capabilities: DEFAULT_CAPABILITIES }),
+};
 
 function def(over: Partial<ContainerDefinition> = {}): ContainerDefinition {
   return {
@@ -44,6 +54,7 @@ function input(over: Partial<RuntimeSpecInput> = {}, img: ImageRunConfig = {}): 
     task: { taskId: 'abc123', hostname: 'web-abc123', networkMode: 'none' },
     rootfsPath: '/var/lib/berth/tasks/abc123/web/rootfs',
     hostLimits: { nofileHard: 20000 },
+    isolation,
     ...over,
   };
 }
@@ -442,32 +453,63 @@ describe('cgroups', () => {
 });
 
 describe('namespaces', () => {
-  const base = ['pid', 'ipc', 'uts', 'mount'];
+  const base = ['pid', 'ipc', 'uts', 'mount', 'cgroup'].map((type) => ({ type }));
+  const usernsPath = '/var/lib/berth/runner/network/tasks/abc/userns';
   it.each([
     {
       mode: 'none' as const,
       netnsPath: undefined,
-      want: [...base.map((type) => ({ type })), { type: 'network' }],
+      usernsPath: undefined,
+      want: [{ type: 'user' }, ...base, { type: 'network' }],
     },
-    { mode: 'host' as const, netnsPath: undefined, want: base.map((type) => ({ type })) },
+    {
+      mode: 'host' as const,
+      netnsPath: undefined,
+      usernsPath: undefined,
+      want: [{ type: 'user' }, ...base],
+    },
     {
       mode: 'bridge' as const,
       netnsPath: '/run/netns/berth-abc',
-      want: [...base.map((type) => ({ type })), { type: 'network', path: '/run/netns/berth-abc' }],
+      usernsPath,
+      // The task's own user namespace, which owns its network namespace.
+      want: [{ type: 'user', path: usernsPath }, ...base, { type: 'network', path: '/run/netns/berth-abc' }],
     },
-  ])('$mode', ({ mode, netnsPath, want }) => {
-    expect(namespacesFor({ networkMode: mode, netnsPath })).toEqual(want);
+  ])('$mode', ({ mode, netnsPath, usernsPath, want }) => {
+    expect(namespacesFor({ networkMode: mode, netnsPath, usernsPath })).toEqual(want);
     const { spec } = buildRuntimeSpec(
-      input({ task: { taskId: 't', hostname: 'h', networkMode: mode, netnsPath } }),
+      input({ task: { taskId: 't', hostname: 'h', networkMode: mode, netnsPath, usernsPath } }),
     );
     expect(spec.linux.namespaces).toEqual(want);
     expect(spec.hostname).toBe('h');
-    if (mode === 'host') expect(spec.linux.sysctl).toBeUndefined();
-    else expect(spec.linux.sysctl).toEqual({ 'net.ipv4.ip_unprivileged_port_start': '0' });
+    const sys = spec.mounts.find((m) => m.destination === '/sys');
+    // The runtime sets sysctls only in a namespace it makes; ping's range in the container's ids.
+    if (mode === 'none')
+      expect(spec.linux.sysctl).toEqual({
+        'net.ipv4.ip_unprivileged_port_start': '0',
+        'net.ipv4.ping_group_range': '0 65535',
+      });
+    else expect(spec.linux.sysctl).toBeUndefined();
+    if (mode !== 'host') {
+      expect(sys).toMatchObject({ type: 'sysfs', options: expect.arrayContaining(['ro']) });
+    } else {
+      // The host's namespace refuses a sysfs mount from a user namespace: the host's /sys, read-only.
+      expect(sys).toEqual({
+        destination: '/sys',
+        type: 'bind',
+        source: '/sys',
+        options: ['rbind', 'nosuid', 'noexec', 'nodev', 'rro'],
+      });
+    }
   });
   it('bridge without a namespace path is an error', () => {
-    expect(() => namespacesFor({ networkMode: 'bridge' })).toThrow(/network namespace/);
-    expect(() => namespacesFor({ networkMode: 'bridge', netnsPath: 'rel' })).toThrow(RuntimeSpecError);
+    expect(() => namespacesFor({ networkMode: 'bridge', usernsPath })).toThrow(/network namespace/);
+    expect(() => namespacesFor({ networkMode: 'bridge', netnsPath: 'rel', usernsPath })).toThrow(
+      RuntimeSpecError,
+    );
+    expect(() => namespacesFor({ networkMode: 'bridge', netnsPath: '/run/netns/x' })).toThrow(
+      /task user namespace/,
+    );
   });
 });
 
@@ -530,6 +572,9 @@ describe('root filesystem and mounts', () => {
     expect(byDest.get('/dev/mqueue')?.type).toBe('mqueue');
     expect(byDest.get('/sys')?.options).toContain('ro');
     expect(spec.linux.maskedPaths).toEqual([...DEFAULT_MASKED_PATHS]);
+    expect(spec.linux.maskedPaths).toEqual(
+      expect.arrayContaining(['/proc/kcore', '/proc/keys', '/proc/interrupts', '/sys/firmware']),
+    );
     expect(spec.linux.readonlyPaths).toEqual([...DEFAULT_READONLY_PATHS]);
     expect(spec.mounts.some((m) => m.destination.startsWith('/etc/'))).toBe(false);
   });
@@ -572,6 +617,9 @@ describe('process defaults and stop signal', () => {
     expect(spec.process.capabilities.effective).toEqual([...DEFAULT_CAPABILITIES]);
     expect(spec.process.capabilities.permitted).toEqual([...DEFAULT_CAPABILITIES]);
     expect(spec.process.capabilities.bounding).not.toContain('CAP_SYS_ADMIN');
+    // dockerd's set but CAP_NET_RAW: no raw or packet sockets.
+    expect(spec.process.capabilities.bounding).not.toContain('CAP_NET_RAW');
+    expect([...DEFAULT_CAPABILITIES, 'CAP_NET_RAW'].sort()).toEqual([...DOCKER_DEFAULT_CAPABILITIES].sort());
   });
   it.each([
     { sig: undefined, want: 'SIGTERM', warns: 0 },
@@ -633,11 +681,13 @@ describe('a whole spec', () => {
         hostname: 'web-f00d',
         networkMode: 'bridge',
         netnsPath: '/run/netns/berth-f00d',
+        usernsPath: '/var/lib/berth/network/tasks/f00d/userns',
       },
       rootfsPath: '/var/lib/berth/tasks/f00d/web/rootfs',
       passwd: PASSWD,
       group: GROUP,
       hostLimits: { nofileHard: 20000 },
+      isolation,
       extraEnv: { ECS_CONTAINER_METADATA_URI: 'http://169.254.170.2/v3/f00d' },
       init: { path: '/usr/bin/tini-static' },
       resolvConfPath: '/var/lib/berth/tasks/f00d/resolv.conf',
@@ -670,5 +720,38 @@ describe('a whole spec', () => {
     const before = structuredClone(inp);
     expect(buildRuntimeSpec(inp)).toEqual(buildRuntimeSpec(inp));
     expect(inp).toEqual(before);
+  });
+});
+
+describe('isolation', () => {
+  it('maps ids 0-65535 to the configured host range in a user namespace', () => {
+    const { spec } = buildRuntimeSpec(input());
+    expect(spec.linux.namespaces[0]).toEqual({ type: 'user' });
+    const map = [{ containerID: 0, hostID: 2013265920, size: 65536 }];
+    expect(spec.linux.uidMappings).toEqual(map);
+    expect(spec.linux.gidMappings).toEqual(map);
+  });
+  it('carries the seccomp profile, the pids limit and host-specific masked paths', () => {
+    const extra = maskedCpuPaths('0-1');
+    const { spec, taskCgroup: cg } = buildRuntimeSpec(
+      input({ isolation: { ...isolation, pidsLimit: 100, extraMaskedPaths: extra } }),
+    );
+    expect(spec.linux.seccomp).toBe(isolation.seccomp);
+    expect(spec.linux.resources.pids).toEqual({ limit: 100 });
+    expect(cg.resources.pids).toEqual({ limit: 100 });
+    expect(spec.linux.maskedPaths).toEqual([...DEFAULT_MASKED_PATHS, ...extra]);
+  });
+  it('refuses a pids limit that is not a positive integer', () => {
+    expect(() => buildRuntimeSpec(input({ isolation: { ...isolation, pidsLimit: 0 } }))).toThrow(/pids/);
+  });
+  it.each([
+    ['0-1', ['cpu0', 'cpu1']],
+    ['0-2,5', ['cpu0', 'cpu1', 'cpu2', 'cpu5']],
+    ['0\n', ['cpu0']],
+    ['', []],
+  ])('thermal_throttle of possible CPUs %j', (possible, cpus) => {
+    expect(maskedCpuPaths(possible)).toEqual(
+      cpus.map((c) => `/sys/devices/system/cpu/${c}/thermal_throttle`),
+    );
   });
 });

@@ -28,8 +28,21 @@
 //   - init: with linuxParameters.initProcessEnabled, or when the task definition does not say
 //     (berth's default, as a shell as PID 1 ignores SIGTERM), the init binary is bind-mounted
 //     read-only at /init and the args become ['/init', '--', ...args].
-// Everything else is runc's `runc spec` defaults plus dockerd's default capability set.
+//   - isolation (the same for every container; README "What a task can and cannot do to its
+//     host"): a user namespace mapping ids 0-65535 to the host range of idmap.ts, dockerd's default
+//     capabilities without CAP_NET_RAW, no_new_privileges, the default seccomp profile
+//     (seccomp.ts), a pids limit, and dockerd's masked and read-only /proc and /sys paths.
+//   - network namespaces: none gets a new one from the runtime, inside the container's user
+//     namespace (so the runtime writes dockerd's net sysctls there); bridge joins the task's, which
+//     the runner made inside a user namespace of the task's own (network.ts) that every container
+//     of the task joins too, and whose sysctls the runner set; host joins the host's. The host's
+//     belongs to the host's user namespace, where a sysfs mount is refused, so host-mode
+//     containers get the host's /sys bound recursively read-only instead (what runc 1.2 falls
+//     back to).
+// Everything else is runc's `runc spec` defaults.
 
+import { ID_MAP_SIZE, type IdMapping, ociMappings } from './idmap.ts';
+import type { OciSeccomp } from './seccomp.ts';
 import type { ContainerDefinition, NetworkMode, Ulimit, UlimitName } from './task-definitions.ts';
 
 export const OCI_VERSION = '1.0.2';
@@ -47,7 +60,7 @@ const MIB = 1024 * 1024;
 const MAX_ID = 4294967294; // (uid_t)-1 is "no change", never a real id
 
 /** dockerd's default capability set. */
-export const DEFAULT_CAPABILITIES = [
+export const DOCKER_DEFAULT_CAPABILITIES = [
   'CAP_CHOWN',
   'CAP_DAC_OVERRIDE',
   'CAP_FSETID',
@@ -64,21 +77,43 @@ export const DEFAULT_CAPABILITIES = [
   'CAP_AUDIT_WRITE',
 ] as const;
 
-/** runc's default masked paths. */
+/** What a container gets: dockerd's set without CAP_NET_RAW (no raw or packet sockets, so no forged
+ * packets on the task bridge; ping still works through ICMP datagram sockets, see pingGroupRange). */
+export const DEFAULT_CAPABILITIES = DOCKER_DEFAULT_CAPABILITIES.filter((c) => c !== 'CAP_NET_RAW');
+
+/** dockerd's masked paths (current moby: /proc/interrupts and powercap were added for advisories
+ * GHSA-6fw5-f8r9-fgfm and GHSA-jq35-85cj-fj4p). Per-CPU thermal_throttle dirs come from the host
+ * (maskedCpuPaths). */
 export const DEFAULT_MASKED_PATHS = [
   '/proc/acpi',
   '/proc/asound',
+  '/proc/interrupts',
   '/proc/kcore',
   '/proc/keys',
   '/proc/latency_stats',
-  '/proc/timer_list',
-  '/proc/timer_stats',
   '/proc/sched_debug',
   '/proc/scsi',
+  '/proc/timer_list',
+  '/proc/timer_stats',
+  '/sys/devices/virtual/powercap',
   '/sys/firmware',
 ] as const;
 
-/** runc's default read-only paths. */
+/** The thermal_throttle dirs of the host's possible CPUs (from /sys/devices/system/cpu/possible,
+ * e.g. "0-3,6"), which dockerd masks too: their counters leak other tenants' load. */
+export function maskedCpuPaths(possible: string): string[] {
+  const out: string[] = [];
+  for (const part of possible.trim().split(',')) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part.trim());
+    if (!m) continue;
+    const lo = Number(m[1]);
+    const hi = Math.min(m[2] === undefined ? lo : Number(m[2]), lo + 4095);
+    for (let cpu = lo; cpu <= hi; cpu++) out.push(`/sys/devices/system/cpu/cpu${cpu}/thermal_throttle`);
+  }
+  return out;
+}
+
+/** dockerd's read-only paths. */
 export const DEFAULT_READONLY_PATHS = [
   '/proc/bus',
   '/proc/fs',
@@ -110,6 +145,11 @@ export interface OciUser {
   gid: number;
   additionalGids?: number[];
 }
+export interface OciIdMapping {
+  containerID: number;
+  hostID: number;
+  size: number;
+}
 export interface OciProcess {
   terminal: boolean;
   user: OciUser;
@@ -124,6 +164,7 @@ export interface OciLinuxResources {
   devices?: { allow: boolean; type?: string; major?: number; minor?: number; access?: string }[];
   memory?: { limit?: number; reservation?: number };
   cpu?: { shares?: number; quota?: number; period?: number };
+  pids?: { limit: number };
 }
 export interface OciSpec {
   ociVersion: string;
@@ -134,9 +175,12 @@ export interface OciSpec {
   annotations?: Record<string, string>;
   linux: {
     namespaces: OciNamespace[];
+    uidMappings?: OciIdMapping[];
+    gidMappings?: OciIdMapping[];
     cgroupsPath: string;
     resources: OciLinuxResources;
     sysctl?: Record<string, string>;
+    seccomp?: OciSeccomp;
     maskedPaths: string[];
     readonlyPaths: string[];
   };
@@ -167,6 +211,8 @@ export interface TaskInfo {
   networkMode: NetworkMode;
   /** bridge: the task's persistent network namespace (e.g. /run/netns/berth-<taskId>). */
   netnsPath?: string;
+  /** bridge: the task's user namespace, which owns netnsPath (network.ts). */
+  usernsPath?: string;
   /** Task-level CPU units ("256"), as the task definition reports it. */
   cpu?: string;
   /** Task-level memory in MiB ("512"). */
@@ -176,7 +222,19 @@ export interface TaskInfo {
 export interface HostLimits {
   /** The hard RLIMIT_NOFILE a container may have (what the runtime itself runs with). */
   nofileHard: number;
+  /** The hard RLIMIT_NPROC the runtime runs with: a container in a user namespace cannot raise it. */
   nprocHard?: number;
+}
+
+/** What confines every container the same way (computed once by the runner). */
+export interface Isolation {
+  idMapping: IdMapping;
+  /** The most processes and threads a task may have (pids.max of the task and of each container). */
+  pidsLimit: number;
+  /** The default profile for DEFAULT_CAPABILITIES on this host (seccomp.ts). */
+  seccomp: OciSeccomp;
+  /** Host-specific paths to mask besides DEFAULT_MASKED_PATHS (maskedCpuPaths). */
+  extraMaskedPaths?: readonly string[];
 }
 
 /** A mountPoint or volumesFrom entry the caller resolved to a host path. */
@@ -195,6 +253,7 @@ export interface RuntimeSpecInput {
   passwd?: string;
   group?: string;
   hostLimits: HostLimits;
+  isolation: Isolation;
   /** The runner's variables (ECS_CONTAINER_METADATA_URI, AWS_CONTAINER_CREDENTIALS_RELATIVE_URI,
    * resolved secrets), as "NAME=value" strings or a map; they override image and task values. */
   extraEnv?: string[] | Record<string, string>;
@@ -247,7 +306,7 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): RuntimeSpecResult {
   const userSpec = c.user ?? img.User ?? '';
   const user = resolveUser(userSpec, input.passwd, input.group);
 
-  const mounts = standardMounts();
+  const mounts = standardMounts(task.networkMode !== 'host');
   const useInit = c.linuxParameters?.initProcessEnabled ?? true;
   if (useInit && input.init) {
     mounts.push({
@@ -291,10 +350,14 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): RuntimeSpecResult {
       `the image declares volumes (${imageVolumes.join(', ')}); berth creates no anonymous volumes, so they stay part of the root filesystem`,
     );
 
+  const iso = input.isolation;
+  if (!Number.isInteger(iso.pidsLimit) || iso.pidsLimit < 1)
+    throw new RuntimeSpecError('the pids limit must be a positive integer');
   const namespaces = namespacesFor(task);
+  // The runtime writes net sysctls only in a network namespace it makes (networkMode none); the
+  // runner sets the bridge namespace's, and the host's are the operator's.
   const sysctl: Record<string, string> = {};
-  // dockerd's default in a container's own network namespace: non-root may bind low ports there.
-  if (task.networkMode !== 'host') sysctl['net.ipv4.ip_unprivileged_port_start'] = '0';
+  if (task.networkMode === 'none') Object.assign(sysctl, ownNetnsSysctls());
 
   const caps = [...DEFAULT_CAPABILITIES];
   const spec: OciSpec = {
@@ -315,9 +378,12 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): RuntimeSpecResult {
     annotations: { 'berth.task-id': task.taskId, 'berth.container-name': c.name },
     linux: {
       namespaces,
+      uidMappings: ociMappings(iso.idMapping),
+      gidMappings: ociMappings(iso.idMapping),
       cgroupsPath: `/berth/${task.taskId}/${c.name}`,
-      resources: containerResources(c, warnings),
-      maskedPaths: [...DEFAULT_MASKED_PATHS],
+      resources: { ...containerResources(c, warnings), pids: { limit: iso.pidsLimit } },
+      seccomp: iso.seccomp,
+      maskedPaths: [...DEFAULT_MASKED_PATHS, ...(iso.extraMaskedPaths ?? [])],
       readonlyPaths: [...DEFAULT_READONLY_PATHS],
     },
   };
@@ -327,7 +393,7 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): RuntimeSpecResult {
     spec,
     warnings,
     stopSignal: resolveStopSignal(img.StopSignal, warnings),
-    taskCgroup: taskCgroup(task),
+    taskCgroup: taskCgroup(task, iso.pidsLimit),
   };
 }
 
@@ -586,9 +652,14 @@ function containerResources(c: ContainerDefinition, warnings: string[]): OciLinu
   return resources;
 }
 
-/** The task's parent cgroup: ECS's task size as hard limits (a CFS quota and a memory limit). */
-export function taskCgroup(task: Pick<TaskInfo, 'taskId' | 'cpu' | 'memory'>): TaskCgroup {
+/** The task's parent cgroup: ECS's task size as hard limits (a CFS quota and a memory limit), and
+ * the pids limit for all its containers together. */
+export function taskCgroup(
+  task: Pick<TaskInfo, 'taskId' | 'cpu' | 'memory'>,
+  pidsLimit?: number,
+): TaskCgroup {
   const resources: OciLinuxResources = {};
+  if (pidsLimit !== undefined) resources.pids = { limit: pidsLimit };
   const units = task.cpu === undefined ? undefined : Number(task.cpu);
   if (units !== undefined && Number.isFinite(units) && units > 0) {
     resources.cpu = {
@@ -604,8 +675,21 @@ export function taskCgroup(task: Pick<TaskInfo, 'taskId' | 'cpu' | 'memory'>): T
 
 // --- namespaces, mounts, signals ---------------------------------------------------------------
 
-export function namespacesFor(task: Pick<TaskInfo, 'networkMode' | 'netnsPath'>): OciNamespace[] {
-  const ns: OciNamespace[] = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }];
+export function namespacesFor(
+  task: Pick<TaskInfo, 'networkMode' | 'netnsPath' | 'usernsPath'>,
+): OciNamespace[] {
+  if (task.networkMode === 'bridge' && !task.usernsPath?.startsWith('/'))
+    throw new RuntimeSpecError(
+      'bridge network mode needs the absolute path of the task user namespace that owns its network namespace',
+    );
+  const ns: OciNamespace[] = [
+    task.networkMode === 'bridge' ? { type: 'user', path: task.usernsPath } : { type: 'user' },
+    { type: 'pid' },
+    { type: 'ipc' },
+    { type: 'uts' },
+    { type: 'mount' },
+    { type: 'cgroup' },
+  ];
   switch (task.networkMode) {
     case 'host':
       break;
@@ -625,7 +709,33 @@ export function namespacesFor(task: Pick<TaskInfo, 'networkMode' | 'netnsPath'>)
   return ns;
 }
 
-function standardMounts(): OciMount[] {
+/** ping's ICMP datagram sockets for every mapped group; the range is read in the user namespace
+ * of whoever writes it: the container's (0-65535), or the host's when the runner sets a bridge
+ * namespace's (the mapped host ids). */
+export function pingGroupRange(owner: 'container' | IdMapping): string {
+  const start = owner === 'container' ? 0 : owner.hostIdStart;
+  return `${start} ${start + ID_MAP_SIZE - 1}`;
+}
+
+/** dockerd's sysctls for a container's own network namespace: non-root may bind low ports, and
+ * ping works without CAP_NET_RAW. */
+export function ownNetnsSysctls(): Record<string, string> {
+  return {
+    'net.ipv4.ip_unprivileged_port_start': '0',
+    'net.ipv4.ping_group_range': pingGroupRange('container'),
+  };
+}
+
+function standardMounts(sysfs: boolean): OciMount[] {
+  const sys: OciMount = sysfs
+    ? { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] }
+    : {
+        // A sysfs mount needs the network namespace's owner; rro makes every submount read-only too.
+        destination: '/sys',
+        type: 'bind',
+        source: '/sys',
+        options: ['rbind', 'nosuid', 'noexec', 'nodev', 'rro'],
+      };
   return [
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
     {
@@ -647,7 +757,7 @@ function standardMounts(): OciMount[] {
       options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'],
     },
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
-    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+    sys,
     {
       destination: '/sys/fs/cgroup',
       type: 'cgroup',

@@ -1,7 +1,11 @@
 // The OCI runtime (runc, or crun where it works) behind the Executor contract the task manager
 // drives. Each container gets:
 //   - an overlayfs rootfs over its image layers (lowerdir = layers top-first, upper + work dirs
-//     of its own), mounted in the host namespace so it outlives berth;
+//     of its own), mounted in the host namespace so it outlives berth. The mount point is under
+//     /run/berth/rootfs-<hash of root>/<id>, not in the bundle: runc enters the rootfs as the
+//     container's root, which in a user namespace is an unprivileged host user, so every directory
+//     above it must be searchable by anyone (/run/berth is 0711), whatever the modes of the data
+//     directory's parents. The upper dir belongs to the container's mapped root (spec uidMappings);
 //   - a conmon (Debian's, 2.1.x) as its monitor: conmon runs `<runtime> create`, reaps the
 //     container (it is a subreaper), copies stdout/stderr into a k8s-file log and writes the exit
 //     code to a file. It runs in its own session, so containers keep running and their exit codes
@@ -11,18 +15,22 @@
 //
 //   <root>/state/<runtime>/           the runtime's --root (its own state)
 //   <root>/containers/<id>/           bundle and conmon's persist dir: config.json, meta.json,
-//                                     rootfs/ (mount point), upper/, work/, pidfile, conmon.pid,
-//                                     ctl (conmon's control fifo), exit, oom, status.json
+//                                     upper/, work/, pidfile, conmon.pid, ctl (conmon's control
+//                                     fifo), exit, oom, status.json (and rootfs/, the mount point
+//                                     of containers started before the user namespaces)
+//   /run/berth/rootfs-<hash>/<id>     the rootfs mount point
 //   <root>/exits/<id>                 conmon --exit-dir: the exit code, written once
 //   <root>/attach/                    conmon's attach-socket symlinks (unused, but conmon needs it)
 //   <root>/logs/<id>/container.log    stdout/stderr (k8s-file), + .1 after rotation; kept by remove
 //
 // Every command runs through execFile/spawn with argument arrays; no shell parses anything.
 import { execFile, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, constants as fsConstants, watch } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, constants as fsConstants, rmdirSync, watch } from 'node:fs';
 import {
   access,
+  chmod,
+  chown,
   lstat,
   mkdir,
   open,
@@ -48,6 +56,7 @@ import {
   readLogFile,
   rotateLog,
 } from './container-logs.ts';
+import type { IdMapping } from './idmap.ts';
 import type { OciLinuxResources, OciSpec, TaskCgroup } from './runtime-spec.ts';
 import { serializeRuntimeSpec } from './runtime-spec.ts';
 
@@ -94,6 +103,9 @@ export interface RuntimeContainer {
   status: 'running' | 'stopped';
   pid?: number;
   exit?: ExitStatus;
+  /** The user namespace mapping it runs under (absent: none); its rootfs stacks that mapping's
+   * layers until remove(). */
+  idMapping?: IdMapping;
 }
 
 export interface Executor {
@@ -132,6 +144,9 @@ export interface ExecutorOptions {
   /** The init binary (tini-static) containers get at /init; buildRuntimeSpec does the mounting,
    * the executor only reports it. */
   init?: string;
+  /** Where rootfs mount points go (default /run/berth/rootfs-<hash of root>); it and its parents
+   * must be searchable by the containers' mapped root. */
+  rootfsDir?: string;
 }
 
 export class RuntimeError extends Error {
@@ -224,7 +239,7 @@ export function overlayMountArgs(
 }
 
 export interface CgroupWrite {
-  controller: 'memory' | 'cpu';
+  controller: 'memory' | 'cpu' | 'pids';
   file: string;
   value: string;
 }
@@ -245,7 +260,22 @@ export function cgroupV1Writes(resources: OciLinuxResources): CgroupWrite[] {
     out.push({ controller: 'cpu', file: 'cpu.cfs_period_us', value: String(cpu.period) });
   if (cpu?.quota !== undefined)
     out.push({ controller: 'cpu', file: 'cpu.cfs_quota_us', value: String(cpu.quota) });
+  if (resources.pids !== undefined)
+    out.push({ controller: 'pids', file: 'pids.max', value: String(resources.pids.limit) });
   return out;
+}
+
+/** The host uid and gid container root maps to (uidMappings/gidMappings of containerID 0), or
+ * undefined without a user namespace. */
+export function mappedRoot(spec: Pick<OciSpec, 'linux'>): { uid: number; gid: number } | undefined {
+  const hostOf = (maps: OciSpec['linux']['uidMappings']) =>
+    maps?.find((m) => m.containerID === 0 && m.size > 0)?.hostID;
+  const uid = hostOf(spec.linux.uidMappings);
+  const gid = hostOf(spec.linux.gidMappings);
+  if (uid === undefined && gid === undefined) return undefined;
+  if (uid === undefined || gid === undefined)
+    throw new RuntimeError('a user namespace needs both uidMappings and gidMappings for container root');
+  return { uid, gid };
 }
 
 /** A cgroup path relative to a hierarchy, checked: absolute, no '..', no empty segments. */
@@ -462,6 +492,8 @@ interface ContainerMeta {
   logMaxBytes: number;
   cgroupsPath: string;
   taskCgroup?: string;
+  /** The rootfs mount point; absent for containers started when it was <bundle>/rootfs. */
+  rootfs?: string;
 }
 
 interface Paths {
@@ -493,6 +525,12 @@ export async function createExecutor(opts: ExecutorOptions): Promise<Executor> {
     probe: join(root, 'probe'),
   };
   for (const d of Object.values(dirs)) await mkdir(d, { recursive: true, mode: 0o700 });
+  const rootfsDir =
+    opts.rootfsDir ??
+    join('/run/berth', `rootfs-${createHash('sha256').update(root).digest('hex').slice(0, 16)}`);
+  await mkdir(rootfsDir, { recursive: true });
+  // Searchable, not listable: the mapped root must reach its rootfs, nobody need list the others.
+  for (let d = rootfsDir; d !== dirname(d) && d !== '/run'; d = dirname(d)) await chmod(d, 0o711);
 
   const conmon = await findExecutable(CONMON_CANDIDATES);
   if (!conmon)
@@ -598,7 +636,7 @@ export async function createExecutor(opts: ExecutorOptions): Promise<Executor> {
     const logDir = join(dirs.logs, id);
     return {
       bundle,
-      rootfs: join(bundle, 'rootfs'),
+      rootfs: join(rootfsDir, id),
       upper: join(bundle, 'upper'),
       work: join(bundle, 'work'),
       meta: join(bundle, 'meta.json'),
@@ -807,10 +845,14 @@ export async function createExecutor(opts: ExecutorOptions): Promise<Executor> {
     const parent = checkCgroupPath(cg.path);
     const writes = cgroupV1Writes(cg.resources);
     if (writes.length === 0) return;
-    if (await exists(join(CGROUP_ROOT, 'cgroup.controllers')))
-      throw new RuntimeError(
-        'task-level cpu/memory limits need cgroup v1 here; this host runs cgroup v2 only',
-      );
+    if (await exists(join(CGROUP_ROOT, 'cgroup.controllers'))) {
+      // The pids limit is in every container's spec too, which the runtime applies on v2.
+      if (writes.some((w) => w.controller !== 'pids'))
+        throw new RuntimeError(
+          'task-level cpu/memory limits need cgroup v1 here; this host runs cgroup v2 only',
+        );
+      return;
+    }
     for (const w of writes) {
       const dir = join(CGROUP_ROOT, w.controller, parent);
       await mkdir(dir, { recursive: true });
@@ -826,13 +868,43 @@ export async function createExecutor(opts: ExecutorOptions): Promise<Executor> {
     }
   }
 
-  async function mountRootfs(p: Paths, layers: string[]): Promise<void> {
+  async function bundleIdMapping(id: string): Promise<{ idMapping?: IdMapping }> {
+    const text = await readText(join(paths(id).bundle, 'config.json'));
+    if (text === undefined) return {};
+    try {
+      const root = mappedRoot(JSON.parse(text) as OciSpec);
+      return root ? { idMapping: { hostIdStart: root.uid } } : {};
+    } catch {
+      return {};
+    }
+  }
+
+  /** Deletes an unmounted rootfs mount point, and the directory of them once this executor is
+   * closed and it is empty (a removal can finish after close(), when berth stops mid-stop). */
+  async function dropMountPoint(rootfs: string): Promise<void> {
+    await rmdir(rootfs).catch(() => {});
+    if (closed) await rmdir(rootfsDir).catch(() => {});
+  }
+
+  /** Where a container's rootfs is mounted: recorded in its meta, or the old place in the bundle. */
+  function rootfsOf(id: string, m: ContainerMeta | undefined): string {
+    return m?.rootfs ?? join(paths(id).bundle, 'rootfs');
+  }
+
+  async function mountRootfs(
+    p: Paths,
+    layers: string[],
+    owner: { uid: number; gid: number } | undefined,
+  ): Promise<void> {
     // Read-only roots still get an upper dir: the runtime creates mount points (/proc, /init,
     // /etc/resolv.conf, ...) in the rootfs before it remounts it read-only for the container
     // (spec.root.readonly), as dockerd does; a lowerdir-only overlay would refuse those.
     await mkdir(p.upper, { recursive: true });
     await mkdir(p.work, { recursive: true });
-    await mkdir(p.rootfs, { recursive: true });
+    // The merged root takes the upper dir's owner and mode: the container's root must own it.
+    if (owner) await chown(p.upper, owner.uid, owner.gid);
+    await chmod(p.upper, 0o755);
+    await mkdir(p.rootfs, { recursive: true, mode: 0o700 });
     const m = overlayMountArgs(layers, p.upper, p.work, p.rootfs);
     await run('mount', m.args, m.cwd === undefined ? {} : { cwd: m.cwd });
   }
@@ -854,8 +926,12 @@ export async function createExecutor(opts: ExecutorOptions): Promise<Executor> {
       const rt = await runtimeCmd(m);
       await run(rt.path, ['--root', rt.root, 'delete', '--force', id]).catch(() => {});
     }
-    await unmountRootfs(p.rootfs).catch((err) => log.warn({ err }, 'unmounting a failed rootfs failed'));
-    if (!(await mountPoints()).has(p.rootfs)) await rm(p.bundle, { recursive: true, force: true });
+    const rootfs = rootfsOf(id, m);
+    await unmountRootfs(rootfs).catch((err) => log.warn({ err }, 'unmounting a failed rootfs failed'));
+    if (!(await mountPoints()).has(rootfs)) {
+      await rm(p.bundle, { recursive: true, force: true });
+      await dropMountPoint(rootfs);
+    }
     await rm(p.exitFile, { force: true });
     await rm(join(dirs.attach, id), { force: true });
     if (m?.taskCgroup) await removeTaskCgroup(m.taskCgroup);
@@ -946,11 +1022,12 @@ export async function createExecutor(opts: ExecutorOptions): Promise<Executor> {
           logMaxBytes: maxBytes,
           cgroupsPath,
           ...(launch.cgroup ? { taskCgroup: launch.cgroup.path } : {}),
+          rootfs: p.rootfs,
         };
         await writeFile(p.meta, JSON.stringify(m));
         metaCache.set(id, m);
         await mkdir(p.logDir, { recursive: true, mode: 0o700 });
-        await mountRootfs(p, launch.layers);
+        await mountRootfs(p, launch.layers, mappedRoot(launch.spec));
         if (launch.cgroup) await applyTaskCgroup(launch.cgroup);
         const spec: OciSpec = {
           ...launch.spec,
@@ -1082,14 +1159,15 @@ export async function createExecutor(opts: ExecutorOptions): Promise<Executor> {
         } catch {
           continue; // a start that died before writing meta.json; remove(id) clears it
         }
+        const mapping = await bundleIdMapping(id);
         const exit = (await exitStatus(id)) ?? (await lostExit(id));
         if (exit) {
-          out.push({ id, status: 'stopped', exit });
+          out.push({ id, status: 'stopped', exit, ...mapping });
           continue;
         }
         const st = await runtimeState(m);
         track(m);
-        out.push(st ? { id, status: 'running', pid: st.pid } : { id, status: 'running' });
+        out.push({ id, status: 'running', ...(st && { pid: st.pid }), ...mapping });
       }
       return out;
     },
@@ -1112,9 +1190,11 @@ export async function createExecutor(opts: ExecutorOptions): Promise<Executor> {
           await Promise.race([executor.wait(id).catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
         }
       }
-      await unmountRootfs(p.rootfs);
-      if ((await mountPoints()).has(p.rootfs)) throw new RuntimeError(`the rootfs of ${id} is still mounted`);
+      const rootfs = rootfsOf(id, m);
+      await unmountRootfs(rootfs);
+      if ((await mountPoints()).has(rootfs)) throw new RuntimeError(`the rootfs of ${id} is still mounted`);
       await rm(p.bundle, { recursive: true, force: true });
+      await dropMountPoint(rootfs);
       await rm(p.exitFile, { force: true });
       await rm(join(dirs.attach, id), { force: true });
       if (m?.taskCgroup) await removeTaskCgroup(m.taskCgroup);
@@ -1152,6 +1232,10 @@ export async function createExecutor(opts: ExecutorOptions): Promise<Executor> {
       for (const [, list] of waiters)
         for (const w of list) w.reject(new RuntimeError('the executor is closed'));
       waiters.clear();
+      // Gone once no container of this root is mounted there (a later executor makes it again).
+      try {
+        rmdirSync(rootfsDir);
+      } catch {}
     },
   };
   log.info({ runtime, root, init: opts.init ?? null, conmon }, 'container executor ready');

@@ -19,6 +19,7 @@ import type {
 import {
   createServiceScheduler,
   createServiceStore,
+  launchFailureEvent,
   type RunningServiceScheduler,
   type ServiceRecord,
   type ServiceStore,
@@ -681,7 +682,10 @@ describe('service scheduler: circuit breaker', () => {
     const failed = h.scheduler.history(CLUSTER, 'web').find((d) => d.id === bad.id);
     expect(failed).toMatchObject({ rolloutState: 'FAILED', failedTasks: 3 });
     expect(primary(h).reason).toBe(`rollback:${bad.id}`);
-    expect(messages(h)).toContain('(service web) failed to launch a task with (error RESOURCE:MEMORY).');
+    expect(messages(h)).toContain(
+      '(service web) was unable to place a task because no container instance met all of its requirements. ' +
+        'The closest matching (container-instance local) has insufficient memory available.',
+    );
     // The old task was never stopped: the service kept serving throughout.
     expect(h.tasks.ofDeployment(good.id)).toHaveLength(1);
 
@@ -1111,5 +1115,23 @@ describe('service store', () => {
     const loaded = await store.load();
     expect(loaded.map((r) => r.service.serviceName)).toEqual(['web']);
     await h.scheduler.close();
+  });
+});
+
+describe('service events for tasks that could not start', () => {
+  const instance = 'arn:aws:ecs:us-east-1:000000000000:container-instance/default/local';
+  it('says in ECS words that no container instance had the memory or CPU', () => {
+    expect(launchFailureEvent('web', { arn: instance, reason: 'RESOURCE:MEMORY' })).toBe(
+      '(service web) was unable to place a task because no container instance met all of its requirements. ' +
+        'The closest matching (container-instance local) has insufficient memory available.',
+    );
+    expect(launchFailureEvent('web', { arn: instance, reason: 'RESOURCE:CPU' })).toContain(
+      'has insufficient CPU units available.',
+    );
+  });
+  it('passes other errors through', () => {
+    expect(launchFailureEvent('web', { reason: 'image gone' })).toBe(
+      '(service web) failed to launch a task with (error image gone).',
+    );
   });
 });

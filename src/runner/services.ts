@@ -31,6 +31,19 @@ import type {
 } from './model.ts';
 import { DEFAULT_ACCOUNT_ID, type TaskDefinition } from './task-definitions.ts';
 
+/** The service event for a task RunTask could not start: ECS's placement message when the host
+ * lacks the memory or CPU (RESOURCE:MEMORY / RESOURCE:CPU), else the error itself. */
+export function launchFailureEvent(serviceName: string, failure: { arn?: string; reason: string }): string {
+  const lacking = { 'RESOURCE:MEMORY': 'memory', 'RESOURCE:CPU': 'CPU units' }[failure.reason];
+  if (lacking === undefined)
+    return `(service ${serviceName}) failed to launch a task with (error ${failure.reason}).`;
+  const instance = failure.arn?.slice(failure.arn.lastIndexOf('/') + 1) ?? 'local';
+  return (
+    `(service ${serviceName}) was unable to place a task because no container instance met all of its ` +
+    `requirements. The closest matching (container-instance ${instance}) has insufficient ${lacking} available.`
+  );
+}
+
 export const MAX_SERVICE_EVENTS = 100;
 /** Finished deployments kept per service (ECS keeps none; berth keeps this many). */
 export const MAX_DEPLOYMENT_HISTORY = 100;
@@ -475,8 +488,9 @@ export function createServiceScheduler(deps: ServiceSchedulerDeps): RunningServi
         );
       }
       for (const failure of failures) {
-        addEvent(record, `${tag(record)} failed to launch a task with (error ${failure.reason}).`);
-        recordFailure(entry, deployment, failure.arn);
+        addEvent(record, launchFailureEvent(record.service.serviceName, failure));
+        // A placement failure names the container instance, not a task.
+        recordFailure(entry, deployment, failure.arn?.includes(':task/') ? failure.arn : undefined);
       }
       if (failures.length > 0) break; // let throttling and the circuit breaker look first
     }

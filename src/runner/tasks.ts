@@ -3,10 +3,11 @@
 // persisting the task at every step, so a restarted berth adopts what still runs (exit codes
 // included: the executor's monitors outlive us) and marks the rest STOPPED with a reason.
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { chown, lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log.ts';
 import { createHostAccess, denyAllHostAccess, type HostAccess, type StagedHostPath } from './host-access.ts';
+import { rootOwner } from './idmap.ts';
 import { type ImageError, type Images, type PreparedImage, parseImageRef, pinnedRef } from './images.ts';
 import type {
   ContainerOverride,
@@ -21,10 +22,12 @@ import type {
   TaskManager,
   TaskStatus,
 } from './model.ts';
+import { containerInstanceArn } from './model.ts';
 import type { Networks, TaskNetwork } from './network.ts';
+import { type HostCapacity, placementFailure } from './placement.ts';
 import type { Records } from './records.ts';
 import type { Executor, ExitStatus } from './runtime.ts';
-import { buildRuntimeSpec, type HostLimits, type VolumeMount } from './runtime-spec.ts';
+import { buildRuntimeSpec, type HostLimits, type Isolation, type VolumeMount } from './runtime-spec.ts';
 import {
   type ContainerDefinition,
   DEFAULT_STOP_TIMEOUT_SECONDS,
@@ -57,9 +60,14 @@ export interface TaskManagerOptions {
   /** Registry host names that mean "this berth" in an image reference. */
   ownHosts: readonly string[];
   hostLimits: HostLimits;
+  /** The user namespace, seccomp profile and pids limit every container gets. */
+  isolation: Isolation;
+  /** What a task may ask for at most (placement.ts); RunTask refuses more as ECS does. */
+  hostCapacity: HostCapacity;
   /** tini-static on the host, bind-mounted as /init. */
   init?: string;
-  /** Where task-scoped volumes live (DATA/runner/volumes). */
+  /** Where berth-managed volumes live (DATA/runner/volumes): task-scoped ones under
+   * tasks/<taskId>/<name>, deleted with the task; shared ones under shared/<name>. */
   volumesRoot: string;
   /** What the operator allows of the host (host paths, host network); by default nothing. */
   hostAccess?: HostAccess;
@@ -419,6 +427,34 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
     }
   }
 
+  const taskVolumesDir = (id: string) => join(opts.volumesRoot, 'tasks', id);
+
+  /** A directory berth manages for a volume, owned by the containers' root so they can write it. */
+  async function managedDirectory(path: string): Promise<string> {
+    await mkdir(path, { recursive: true, mode: 0o755 });
+    const owner = rootOwner(opts.isolation.idMapping);
+    await chown(path, owner.uid, owner.gid);
+    return path;
+  }
+
+  /** The directory of a volume berth manages: bind-less `host: {}` and scope task live and die
+   * with the task; scope shared is one directory per name, for every task that names it. */
+  async function managedVolume(l: Live, v: TaskDefinition['volumes'][number]): Promise<string> {
+    const docker = v.dockerVolumeConfiguration;
+    if (docker?.scope !== 'shared')
+      return managedDirectory(join(taskVolumesDir(taskId(l.stored.task.taskArn)), v.name));
+    const dir = join(opts.volumesRoot, 'shared', v.name);
+    if (docker.autoprovision === true) return managedDirectory(dir);
+    const st = await lstat(dir).catch(() => undefined);
+    if (!st?.isDirectory())
+      throw new TaskLaunchError(
+        `ResourceInitializationError: the shared volume '${v.name}' does not exist, and the volume's ` +
+          'dockerVolumeConfiguration.autoprovision is not true: set it so the first task creates the volume, ' +
+          `or have the operator create volumes/shared/${v.name} under runner.root, owned by ${rootOwner(opts.isolation.idMapping).uid}`,
+      );
+    return dir;
+  }
+
   /** The container's mounts; host paths are staged in `held` until the container exists. */
   async function volumeMounts(
     l: Live,
@@ -447,8 +483,7 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
           throw new TaskLaunchError(`CannotStartContainerError: ${(err as Error).message}`, { cause: err });
         }
       } else {
-        hostPath = join(opts.volumesRoot, taskId(l.stored.task.taskArn), v.name);
-        await mkdir(hostPath, { recursive: true });
+        hostPath = await managedVolume(l, v);
       }
       out.push({ hostPath, containerPath: mp.containerPath, readOnly: mp.readOnly });
     }
@@ -482,6 +517,7 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
           hostname: hostnameOf(t),
           networkMode: l.stored.definition.networkMode,
           ...(net.netnsPath !== undefined && { netnsPath: net.netnsPath }),
+          ...(net.usernsPath !== undefined && { usernsPath: net.usernsPath }),
           ...(t.cpu !== undefined && { cpu: t.cpu }),
           ...(t.memory !== undefined && { memory: t.memory }),
         },
@@ -489,6 +525,7 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
         ...(img.passwd !== undefined && { passwd: img.passwd }),
         ...(img.group !== undefined && { group: img.group }),
         hostLimits: opts.hostLimits,
+        isolation: opts.isolation,
         extraEnv,
         ...(opts.init !== undefined && { init: { path: opts.init } }),
         ...(net.resolvConfPath !== undefined && { resolvConfPath: net.resolvConfPath }),
@@ -637,6 +674,9 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
     await opts.networks.teardown(taskId(t.taskArn)).catch((err) => {
       log.warn({ err, task: t.taskArn }, 'cannot tear down the task network');
     });
+    await rm(taskVolumesDir(taskId(t.taskArn)), { recursive: true, force: true }).catch((err) => {
+      log.warn({ err, task: t.taskArn }, 'cannot delete the task volumes');
+    });
     for (const c of t.containers) c.networkBindings = [];
     setStatus(l, 'STOPPED');
     l.finished = true;
@@ -760,6 +800,23 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
       return [] as string[];
     });
     if (swept.length > 0) log.info({ tasks: swept }, 'tore down networks no task uses');
+    await sweepTaskVolumes(liveIds);
+  }
+
+  /** Task-scoped volumes of tasks that are gone (a crash between the stop and the delete; and
+   * those of berth before they were deleted with their task, straight under volumesRoot). */
+  async function sweepTaskVolumes(liveIds: ReadonlySet<string>): Promise<void> {
+    const gone = async (dir: string, names: (n: string) => boolean) => {
+      const entries = await readdir(dir).catch(() => [] as string[]);
+      for (const n of entries)
+        if (names(n) && !liveIds.has(n)) await rm(join(dir, n), { recursive: true, force: true });
+    };
+    await gone(join(opts.volumesRoot, 'tasks'), () => true).catch((err) =>
+      log.warn({ err }, 'could not delete the volumes of stopped tasks'),
+    );
+    await gone(opts.volumesRoot, (n) => /^[0-9a-f]{32}$/.test(n)).catch((err) =>
+      log.warn({ err }, 'could not delete the volumes of stopped tasks'),
+    );
   }
 
   function prune(): void {
@@ -799,6 +856,37 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
       // registered under a laxer config does not run under this one. ClientException, as ECS.
       hostAccess.admit(req.taskDefinition);
       const failures: RunTaskFailure[] = [];
+      const misfit = placementFailure(
+        {
+          ...((req.overrides?.memory ?? req.taskDefinition.memory)
+            ? { taskMemory: Number(req.overrides?.memory ?? req.taskDefinition.memory) }
+            : {}),
+          ...((req.overrides?.cpu ?? req.taskDefinition.cpu)
+            ? { taskCpu: Number(req.overrides?.cpu ?? req.taskDefinition.cpu) }
+            : {}),
+          containers: req.taskDefinition.containerDefinitions.map((c) =>
+            applyOverride(
+              c,
+              req.overrides?.containerOverrides?.find((o) => o.name === c.name),
+            ),
+          ),
+        },
+        opts.hostCapacity,
+      );
+      if (misfit) {
+        // As ECS: no task, a failure naming the container instance that could not take it.
+        const cluster = req.clusterArn.slice(req.clusterArn.lastIndexOf('/') + 1);
+        return {
+          tasks: [],
+          failures: [
+            {
+              arn: containerInstanceArn(opts.region, opts.accountId, cluster),
+              reason: misfit.reason,
+              detail: misfit.detail,
+            },
+          ],
+        };
+      }
       let pinned: Record<string, string>;
       try {
         pinned = await pinImages(req.taskDefinition, req.pinnedImages);

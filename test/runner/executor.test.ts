@@ -2,14 +2,31 @@
 // rootfs made of Debian's static busybox. Needs root; skipped (with the reason printed) only when
 // no runtime can run a container on this machine.
 import { spawn } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import {
+  copyFile,
+  lchown,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/log.ts';
 import type { LogEntry } from '../../src/runner/container-logs.ts';
 import { type ContainerLaunch, createExecutor, detectInit, type Executor } from '../../src/runner/runtime.ts';
-import { buildRuntimeSpec, type TaskInfo } from '../../src/runner/runtime-spec.ts';
+import {
+  buildRuntimeSpec,
+  DEFAULT_CAPABILITIES,
+  type Isolation,
+  type TaskInfo,
+} from '../../src/runner/runtime-spec.ts';
+import { defaultSeccompProfile } from '../../src/runner/seccomp.ts';
 import type { ContainerDefinition } from '../../src/runner/task-definitions.ts';
 
 const BUSYBOX = '/bin/busybox';
@@ -23,6 +40,23 @@ let executor: Executor | undefined;
 let skipReason: string | undefined;
 const init = detectInit();
 const started: string[] = [];
+/** Container root is this host id, as layers.ts would unpack the layers for it. */
+const HOST_ID_START = 2013265920;
+const isolation: Isolation = {
+  idMapping: { hostIdStart: HOST_ID_START },
+  pidsLimit: 64,
+  seccomp: defaultSeccompProfile({ arch: 'x86_64', kernel: [6, 1], capabilities: DEFAULT_CAPABILITIES }),
+};
+
+/** What layers.ts does while unpacking: every owner shifted into the mapping. */
+async function shiftOwners(dir: string): Promise<void> {
+  await lchown(dir, HOST_ID_START, HOST_ID_START);
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) await shiftOwners(p);
+    else await lchown(p, HOST_ID_START, HOST_ID_START);
+  }
+}
 
 async function makeLayers(): Promise<void> {
   bottom = join(work, 'layers', 'bottom');
@@ -39,6 +73,8 @@ async function makeLayers(): Promise<void> {
   await writeFile(join(bottom, 'etc', 'msg'), 'bottom\n');
   await mkdir(join(top, 'etc'), { recursive: true });
   await writeFile(join(top, 'etc', 'msg'), 'top\n');
+  await shiftOwners(bottom);
+  await shiftOwners(top);
 }
 
 function def(over: Partial<ContainerDefinition>): ContainerDefinition {
@@ -70,6 +106,7 @@ function launch(
     task,
     rootfsPath: '/replaced-by-the-executor',
     hostLimits: { nofileHard: 1024 },
+    isolation,
     passwd: 'root:x:0:0:root:/root:/bin/sh\n',
     ...(init ? { init: { path: init } } : {}),
   });
@@ -113,6 +150,7 @@ afterAll(async () => {
   }
   const mounts = await readFile('/proc/self/mountinfo', 'utf8');
   expect(mounts.includes(work)).toBe(false);
+  expect(mounts.includes(`berth-test-${process.pid}-`)).toBe(false);
   await rm(work, { recursive: true, force: true });
 });
 
@@ -214,6 +252,31 @@ describe('executor (real runtime)', () => {
     await expect(stat(dir)).rejects.toThrow(/ENOENT/);
     // logs survive remove
     expect((await ex().readLogs(l.id)).map((e) => e.line)).toEqual(['up']);
+  });
+
+  it('runs container root as the mapped host id, under seccomp, in a pids-limited task cgroup', async (ctx) => {
+    if (skipReason) ctx.skip();
+    const l = launch([
+      'sh',
+      '-c',
+      'id -u; touch /made-by-root && echo wrote; grep -E "^(Seccomp|NoNewPrivs):" /proc/self/status; sleep 1000',
+    ]);
+    const { pid } = await ex().start(l);
+    await until('output', async () => ((await ex().readLogs(l.id)).length >= 4 ? true : undefined));
+    const lines = (await ex().readLogs(l.id)).map((e) => e.line);
+    expect(lines.slice(0, 2)).toEqual(['0', 'wrote']);
+    expect(lines.slice(2).map((x) => x.replace(/\s+/g, ' '))).toEqual(['NoNewPrivs: 1', 'Seccomp: 2']);
+    // The host sees the container's processes run as the mapped host id.
+    expect((await readFile(`/proc/${pid}/uid_map`, 'utf8')).trim().split(/\s+/)).toEqual([
+      '0',
+      String(HOST_ID_START),
+      '65536',
+    ]);
+    expect((await stat(`/proc/${pid}`)).uid).toBe(HOST_ID_START);
+    expect((await readFile(join('/sys/fs/cgroup/pids', l.cgroup!.path, 'pids.max'), 'utf8')).trim()).toBe(
+      '64',
+    );
+    await ex().stop(l.id, 'SIGTERM', 10);
   });
 
   it('execs health-check commands in the container environment, with a timeout', async (ctx) => {

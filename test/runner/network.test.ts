@@ -3,7 +3,7 @@
 // even when a test fails. Needs root (as CI runs); the tools missing fail with the fix.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -332,6 +332,44 @@ describe.skipIf(!isRoot)('task networks on this host (root)', () => {
     expect(got.bindings[0]!.hostPort).toBe(a.bindings[0]!.hostPort);
     await after.teardown(again);
     await expectGone(again);
+  });
+
+  it('with a user namespace mapping, makes a bridge namespace its containers own, and removes it all', async () => {
+    const hostIdStart = 2013265920;
+    const n = networks({ idMapping: { hostIdStart } });
+    const task = id('userns');
+    const net = await setup(n, task, 'bridge', [], 'mapped');
+    const userns = net.usernsPath!;
+    expect(userns).toBe(join(root, 'tasks', task, 'userns'));
+    // The task's user namespace maps 0-65535 to the range, and owns the network namespace.
+    const inUserns = await run('nsenter', [`--user=${userns}`, 'cat', '/proc/self/uid_map']);
+    expect(inUserns.stdout.trim().split(/\s+/)).toEqual(['0', String(hostIdStart), '65536']);
+    // Only the owner of a network namespace may mount its sysfs: as root of the task's user
+    // namespace, in a mount namespace of our own, that works (the host's would refuse it).
+    const sysfs = await run('nsenter', [
+      `--user=${userns}`,
+      `--net=${net.netnsPath}`,
+      '--',
+      'unshare',
+      '-m',
+      'sh',
+      '-c',
+      'mount -t sysfs sysfs /mnt && ls /mnt/class/net',
+    ]);
+    expect(sysfs.stdout.split('\n')).toContain('eth0');
+    // Its sysctls, set from the host: low ports for non-root, ping for the mapped groups.
+    const sysctl = (name: string) =>
+      run('nsenter', [`--net=${net.netnsPath}`, 'cat', `/proc/sys/net/ipv4/${name}`]).then((r) =>
+        r.stdout.trim().split(/\s+/),
+      );
+    expect(await sysctl('ip_unprivileged_port_start')).toEqual(['0']);
+    expect(await sysctl('ping_group_range')).toEqual([String(hostIdStart), String(hostIdStart + 65535)]);
+    // The generated files belong to the containers' root, which may edit them.
+    for (const f of [net.resolvConfPath!, net.hostsPath!, net.hostnamePath!])
+      expect((await stat(f)).uid).toBe(hostIdStart);
+    await n.teardown(task);
+    await expectGone(task);
+    expect(await readFile('/proc/self/mountinfo', 'utf8')).not.toContain(userns);
   });
 
   it('sets up nothing on the host for a none task (the runtime gives it loopback only)', async () => {

@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Auth, createAuth } from '../../src/auth/index.ts';
+import { keys } from '../../src/config.ts';
 import { createApp } from '../../src/http/index.ts';
 import { silentLogger } from '../../src/log.ts';
 import { createOutbound } from '../../src/outbound.ts';
@@ -15,6 +16,8 @@ import { removeBridge } from '../../src/runner/network.ts';
 import { checked, createMemoryDriver } from '../../src/storage/index.ts';
 
 export const REGION = 'us-east-1';
+/** berth's default user namespace range, as a started berth uses it. */
+export const DEFAULT_HOST_ID_START = keys['runner.userNamespace.hostIdStart'].default;
 export const ACCOUNT = '000000000000';
 export const adminPassword = 'admin-password';
 
@@ -70,6 +73,8 @@ export async function startRunnerApp(opts: {
     logMaxBytes: 1 << 20,
     hookDebounceMs: 0,
     stoppedRetentionMs: 3_600_000,
+    userNamespace: { hostIdStart: DEFAULT_HOST_ID_START },
+    pidsLimit: 2048,
     images: imageReader(registry),
     webhooks: opts.webhooks ?? [],
     outbound: createOutbound({ allowHosts: opts.allowHosts ?? [] }),

@@ -112,8 +112,9 @@ export function httpGet(port: number, path = '/'): Promise<string> {
 }
 
 /**
- * Builds an image of one busybox binary (plus `files`, path -> text) running `cmd`, and pushes
- * it to `registry` (host:port) as REPO:TAG with buildah; answers its manifest digest.
+ * Builds an image of one busybox binary (plus `files`, path -> text, or path -> bytes for an
+ * executable) running `cmd`, and pushes it to `registry` (host:port) as REPO:TAG with buildah;
+ * answers its manifest digest.
  */
 export async function pushImage(
   tools: ContainerTools,
@@ -121,15 +122,15 @@ export async function pushImage(
   repo: string,
   tag: string,
   cmd: string[],
-  files: Record<string, string> = {},
+  files: Record<string, string | Buffer> = {},
 ): Promise<string> {
   const ctr = (await tools.buildah('from', '--arch', 'amd64', 'scratch')).stdout.trim();
   await tools.buildah('copy', ctr, tool('busybox'), '/bin/busybox');
   const dir = mkdtempSync(join(tmpdir(), 'berth-img-'));
   try {
-    for (const [p, text] of Object.entries(files)) {
+    for (const [p, content] of Object.entries(files)) {
       const local = join(dir, p.replaceAll('/', '_'));
-      writeFileSync(local, text);
+      writeFileSync(local, content, { mode: typeof content === 'string' ? 0o644 : 0o755 });
       await tools.buildah('copy', ctr, local, p);
     }
   } finally {
