@@ -16,7 +16,7 @@
 // AWS SDK for JavaScript and the aws CLI, with a second berth on a second bridge beside it.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -69,6 +69,10 @@ const work = mkdtempSync(join(tmpdir(), 'berth-hst-'));
 const dataDir = join(work, 'data');
 const allowed = join(work, 'allowed');
 mkdirSync(allowed);
+// Tasks write there, so it belongs to their user namespace's root, as the README tells operators
+// (the default of runner.userNamespace.hostIdStart): a hostile task must be able to plant things.
+const taskRoot = 2013265920;
+chownSync(allowed, taskRoot, taskRoot);
 const keyFile = join(dataDir, 'keys', 'kek.json');
 
 let berth: RunningBerth;
