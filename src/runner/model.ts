@@ -290,3 +290,8 @@ export const LOCAL_CONTAINER_INSTANCE_ID = 'local';
 export function containerInstanceArn(region: string, accountId: string, cluster: string): string {
   return `arn:aws:ecs:${region}:${accountId}:container-instance/${cluster}/${LOCAL_CONTAINER_INSTANCE_ID}`;
 }
+
+/** A task cannot start as defined; its message leads with ECS's reason (CannotPullContainerError, ...). */
+export class TaskLaunchError extends Error {
+  override name = 'TaskLaunchError';
+}

@@ -3,11 +3,8 @@
 // persisting the task at every step, so a restarted berth adopts what still runs (exit codes
 // included: the executor's monitors outlive us) and marks the rest STOPPED with a reason.
 import { randomBytes, randomUUID } from 'node:crypto';
-import { chown, lstat, mkdir, readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Logger } from '../log.ts';
 import { createHostAccess, denyAllHostAccess, type HostAccess, type StagedHostPath } from './host-access.ts';
-import { rootOwner } from './idmap.ts';
 import { type ImageError, type Images, type PreparedImage, parseImageRef, pinnedRef } from './images.ts';
 import type {
   ContainerOverride,
@@ -22,18 +19,19 @@ import type {
   TaskManager,
   TaskStatus,
 } from './model.ts';
-import { containerInstanceArn } from './model.ts';
+import { containerInstanceArn, TaskLaunchError } from './model.ts';
 import type { Networks, TaskNetwork } from './network.ts';
 import { type HostCapacity, placementFailure } from './placement.ts';
 import type { Records } from './records.ts';
 import type { Executor, ExitStatus } from './runtime.ts';
-import { buildRuntimeSpec, type HostLimits, type Isolation, type VolumeMount } from './runtime-spec.ts';
+import { buildRuntimeSpec, type HostLimits, type Isolation } from './runtime-spec.ts';
 import {
   type ContainerDefinition,
   DEFAULT_STOP_TIMEOUT_SECONDS,
   type HealthCheck,
   type TaskDefinition,
 } from './task-definitions.ts';
+import { createTaskVolumes } from './volumes.ts';
 
 /** What is persisted per task: the ECS view plus what a restart needs to carry on. */
 export interface StoredTask {
@@ -81,10 +79,6 @@ export interface TaskManagerOptions {
   clientTokenMs?: number;
   logMaxBytes?: number;
   now?: () => number;
-}
-
-export class TaskLaunchError extends Error {
-  override name = 'TaskLaunchError';
 }
 
 interface Live {
@@ -177,6 +171,12 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
   const tokenMs = opts.clientTokenMs ?? 86400_000;
   let closed = false;
   const hostAccess = opts.hostAccess ?? createHostAccess(denyAllHostAccess);
+  const volumes = createTaskVolumes({
+    root: opts.volumesRoot,
+    idMapping: opts.isolation.idMapping,
+    hostAccess,
+    log,
+  });
 
   const taskId = (arn: string) => arn.slice(arn.lastIndexOf('/') + 1);
   const snapshot = (t: Task): Task => structuredClone(t);
@@ -427,80 +427,6 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
     }
   }
 
-  const taskVolumesDir = (id: string) => join(opts.volumesRoot, 'tasks', id);
-
-  /** A directory berth manages for a volume, owned by the containers' root so they can write it. */
-  async function managedDirectory(path: string): Promise<string> {
-    await mkdir(path, { recursive: true, mode: 0o755 });
-    const owner = rootOwner(opts.isolation.idMapping);
-    await chown(path, owner.uid, owner.gid);
-    return path;
-  }
-
-  /** The directory of a volume berth manages: bind-less `host: {}` and scope task live and die
-   * with the task; scope shared is one directory per name, for every task that names it. */
-  async function managedVolume(l: Live, v: TaskDefinition['volumes'][number]): Promise<string> {
-    const docker = v.dockerVolumeConfiguration;
-    if (docker?.scope !== 'shared')
-      return managedDirectory(join(taskVolumesDir(taskId(l.stored.task.taskArn)), v.name));
-    const dir = join(opts.volumesRoot, 'shared', v.name);
-    if (docker.autoprovision === true) return managedDirectory(dir);
-    const st = await lstat(dir).catch(() => undefined);
-    if (!st?.isDirectory())
-      throw new TaskLaunchError(
-        `ResourceInitializationError: the shared volume '${v.name}' does not exist, and the volume's ` +
-          'dockerVolumeConfiguration.autoprovision is not true: set it so the first task creates the volume, ' +
-          `or have the operator create volumes/shared/${v.name} under runner.root, owned by ${rootOwner(opts.isolation.idMapping).uid}`,
-      );
-    return dir;
-  }
-
-  /** The container's mounts; host paths are staged in `held` until the container exists. */
-  async function volumeMounts(
-    l: Live,
-    cd: ContainerDefinition,
-    held: StagedHostPath[],
-    seen = new Set<string>(),
-  ): Promise<VolumeMount[]> {
-    const def = l.stored.definition;
-    const out: VolumeMount[] = [];
-    for (const mp of cd.mountPoints) {
-      const v = def.volumes.find((x) => x.name === mp.sourceVolume);
-      if (!v) throw new TaskLaunchError(`container ${cd.name}: no volume named ${mp.sourceVolume}`);
-      let hostPath: string;
-      const sourcePath = v.host?.sourcePath;
-      if (sourcePath !== undefined) {
-        // Checked again here, on what is actually mounted: the config or the path may have changed.
-        try {
-          const staged = await hostAccess.stage(
-            sourcePath,
-            `volumes[${def.volumes.indexOf(v)}].host.sourcePath`,
-            { taskId: taskId(l.stored.task.taskArn), container: cd.name, n: held.length },
-          );
-          held.push(staged);
-          hostPath = staged.source;
-        } catch (err) {
-          throw new TaskLaunchError(`CannotStartContainerError: ${(err as Error).message}`, { cause: err });
-        }
-      } else {
-        hostPath = await managedVolume(l, v);
-      }
-      out.push({ hostPath, containerPath: mp.containerPath, readOnly: mp.readOnly });
-    }
-    for (const vf of cd.volumesFrom) {
-      if (seen.has(vf.sourceContainer)) continue;
-      seen.add(cd.name);
-      const src = def.containerDefinitions.find((x) => x.name === vf.sourceContainer);
-      if (!src)
-        throw new TaskLaunchError(
-          `container ${cd.name}: volumesFrom names no container ${vf.sourceContainer}`,
-        );
-      for (const m of await volumeMounts(l, src, held, seen))
-        out.push({ ...m, readOnly: m.readOnly || vf.readOnly });
-    }
-    return out;
-  }
-
   async function startContainer(l: Live, c: TaskContainer): Promise<void> {
     const t = l.stored.task;
     const cd = definitionOf(l, c.name);
@@ -531,7 +457,7 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
         ...(net.resolvConfPath !== undefined && { resolvConfPath: net.resolvConfPath }),
         ...(net.hostsPath !== undefined && { hostsPath: net.hostsPath }),
         ...(net.hostnamePath !== undefined && { hostnamePath: net.hostnamePath }),
-        volumeMounts: await volumeMounts(l, cd, held),
+        volumeMounts: await volumes.mounts(taskId(t.taskArn), l.stored.definition, cd, held),
       });
       for (const w of built.warnings) log.info({ task: t.taskArn, container: c.name }, w);
       l.stored.stopSignals[c.name] = built.stopSignal;
@@ -674,9 +600,7 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
     await opts.networks.teardown(taskId(t.taskArn)).catch((err) => {
       log.warn({ err, task: t.taskArn }, 'cannot tear down the task network');
     });
-    await rm(taskVolumesDir(taskId(t.taskArn)), { recursive: true, force: true }).catch((err) => {
-      log.warn({ err, task: t.taskArn }, 'cannot delete the task volumes');
-    });
+    await volumes.removeTask(taskId(t.taskArn));
     for (const c of t.containers) c.networkBindings = [];
     setStatus(l, 'STOPPED');
     l.finished = true;
@@ -800,23 +724,7 @@ export function createTaskManager(opts: TaskManagerOptions): TaskManagerImpl {
       return [] as string[];
     });
     if (swept.length > 0) log.info({ tasks: swept }, 'tore down networks no task uses');
-    await sweepTaskVolumes(liveIds);
-  }
-
-  /** Task-scoped volumes of tasks that are gone (a crash between the stop and the delete; and
-   * those of berth before they were deleted with their task, straight under volumesRoot). */
-  async function sweepTaskVolumes(liveIds: ReadonlySet<string>): Promise<void> {
-    const gone = async (dir: string, names: (n: string) => boolean) => {
-      const entries = await readdir(dir).catch(() => [] as string[]);
-      for (const n of entries)
-        if (names(n) && !liveIds.has(n)) await rm(join(dir, n), { recursive: true, force: true });
-    };
-    await gone(join(opts.volumesRoot, 'tasks'), () => true).catch((err) =>
-      log.warn({ err }, 'could not delete the volumes of stopped tasks'),
-    );
-    await gone(opts.volumesRoot, (n) => /^[0-9a-f]{32}$/.test(n)).catch((err) =>
-      log.warn({ err }, 'could not delete the volumes of stopped tasks'),
-    );
+    await volumes.sweep(liveIds);
   }
 
   function prune(): void {
