@@ -404,6 +404,8 @@ export function createAdminClient(opts: AdminClientOptions) {
     createAccessKey: (owner: AccessKeyOwner) => body<NewAccessKey>('POST', `${ownerPath(owner)}/access-keys`),
     listAccessKeys: async (owner: AccessKeyOwner) =>
       (await body<{ items: AccessKey[] }>('GET', `${ownerPath(owner)}/access-keys`)).items,
+    updateAccessKey: (owner: AccessKeyOwner, id: string, status: 'active' | 'inactive') =>
+      body<AccessKey>('PATCH', `${ownerPath(owner)}/access-keys/${seg(id)}`, { body: { status } }),
     deleteAccessKey: (owner: AccessKeyOwner, id: string) =>
       body<undefined>('DELETE', `${ownerPath(owner)}/access-keys/${seg(id)}`),
 

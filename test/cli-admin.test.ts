@@ -58,6 +58,8 @@ describe('berth CLI without a server', { timeout: 180_000 }, () => {
       'berth accesskey create --user NAME | --service-account NAME',
       'berth accesskey list',
       'berth accesskey delete',
+      'berth accesskey deactivate --user NAME | --service-account NAME  ID',
+      'berth accesskey activate',
       'berth serviceaccount create NAME',
       'berth policy put NAME FILE',
       'berth policy get NAME',
@@ -387,6 +389,14 @@ describe('berth CLI against a running berth', { timeout: 180_000 }, () => {
     const viaKey = await cli(['user', 'list'], { ...env, BERTH_USER: adminId, BERTH_PASSWORD: adminSecret });
     expect(viaKey.stderr).toBe('');
     expect(viaKey.code).toBe(0);
+
+    // Deactivated, the key signs nobody in; activated again, it does.
+    const off = await cli(['accesskey', 'deactivate', '--user', 'dev', id!], env);
+    expect(off.stderr).toBe('');
+    expect(off.stdout).toContain(`deactivated access key ${id}`);
+    expect((await token(id!, secret!)).status).toBe(401);
+    expect((await cli(['accesskey', 'activate', '--user', 'dev', id!], env)).code).toBe(0);
+    expect((await token(id!, secret!)).status).toBe(200);
 
     const deleted = await cli(['accesskey', 'delete', '--user', 'dev', id!], env);
     expect(deleted.code).toBe(0);

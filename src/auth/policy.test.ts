@@ -54,10 +54,10 @@ const repository = (id: string, ...statements: unknown[]): AttachedPolicy => ({
 
 describe('action catalog', () => {
   it('lists every action once with a one-line description', () => {
-    expect(actions).toHaveLength(71);
-    expect(new Set(actions.map((a) => a.name.toLowerCase())).size).toBe(71);
+    expect(actions).toHaveLength(72);
+    expect(new Set(actions.map((a) => a.name.toLowerCase())).size).toBe(72);
     expect(actions.filter((a) => a.name.startsWith('registry:'))).toHaveLength(7);
-    expect(actions.filter((a) => a.name.startsWith('admin:'))).toHaveLength(39);
+    expect(actions.filter((a) => a.name.startsWith('admin:'))).toHaveLength(40);
     expect(actions.filter((a) => a.name.startsWith('ecs:'))).toHaveLength(24);
     for (const a of actions) {
       expect(a.name).toMatch(/^(registry|admin|ecs|iam):[A-Z][A-Za-z]+$/);
