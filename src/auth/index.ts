@@ -59,7 +59,15 @@ export type {
   PolicyStore,
   RepositoryPolicy,
 } from './policy-store.ts';
-export { formatScope, parseScope, parseScopes, type Scope, type ScopeAction } from './scope.ts';
+export {
+  adminScope,
+  adminScopeText,
+  formatScope,
+  parseScope,
+  parseScopes,
+  type Scope,
+  type ScopeAction,
+} from './scope.ts';
 export {
   type Auth,
   AuthError,

@@ -38,6 +38,7 @@ const doc = (...Statement: Record<string, unknown>[]) => ({ Version: '2012-10-17
 const pull = { Effect: 'Allow', Action: 'registry:Pull', Resource: 'repository/team/*' };
 const push = { Effect: 'Allow', Action: 'registry:Push', Resource: 'repository/team/*' };
 const noPush = { Effect: 'Deny', Action: 'registry:Push', Resource: 'repository/team/*' };
+const listUsers = { Effect: 'Allow', Action: 'admin:ListUsers', Resource: 'user/*' };
 
 /** A token for the identity, granted what it asks among `scopes`. */
 async function tokenFor(auth: Auth, identity: Identity, ...scopes: string[]) {
@@ -270,6 +271,24 @@ describe('across a restart', () => {
     const third = reopen();
     await third.start();
     await expect(third.authenticateBasic(c.AccessKeyId, c.SecretAccessKey, req)).rejects.toThrow(AuthError);
+  });
+});
+
+describe('the admin scope', () => {
+  it('is granted to principals some policy allows an admin action, and to no one else', async () => {
+    const { auth } = setup();
+    const ops = await userWithPolicy(auth, 'ops', [listUsers]);
+    const dev = await userWithPolicy(auth, 'dev', [pull]);
+    expect(await auth.grant(ops, parseScopes(['berth:admin:*']), req)).toEqual([
+      { type: 'berth', name: 'admin', actions: ['*'] },
+    ]);
+    expect(await auth.grant(dev, parseScopes(['berth:admin:*']), req)).toEqual([
+      { type: 'berth', name: 'admin', actions: [] },
+    ]);
+    const ecsOnly = await userWithPolicy(auth, 'runner', [
+      { Effect: 'Allow', Action: 'ecs:ReadLogs', Resource: '*' },
+    ]);
+    expect((await auth.grant(ecsOnly, parseScopes(['berth:admin:*']), req))[0]?.actions).toEqual(['*']);
   });
 });
 

@@ -18,7 +18,7 @@
 // `anonymous`. They are the `sub` of access and refresh tokens and the audit actor.
 import { type Logger, silentLogger } from '../log.ts';
 import type { StorageDriver } from '../storage/index.ts';
-import { canonicalAction } from './actions.ts';
+import { actions, canonicalAction } from './actions.ts';
 import { type AuditEvent, type AuditLog, createAuditLog } from './audit.ts';
 import type { RequestContext } from './conditions.ts';
 import { createFederation, type Federation, FederationError, type FederationRole } from './federation.ts';
@@ -36,6 +36,7 @@ import {
   type Decision,
   evaluate,
   isValidResource,
+  mayAllowAny,
   type PrincipalType,
   reasonCode,
 } from './policy.ts';
@@ -48,7 +49,7 @@ import {
   type RoleSession,
   type StoredRoleSession,
 } from './role-sessions.ts';
-import type { Scope, ScopeAction } from './scope.ts';
+import { adminScope, adminScopeText, type Scope, type ScopeAction } from './scope.ts';
 import { createReplayCache, SigV4Error, type SigV4Request, sigV4Messages, verifySigV4 } from './sigv4.ts';
 import { listOrEmpty, readJson, writeJson } from './store.ts';
 import { createThrottle, type Throttle } from './throttle.ts';
@@ -298,7 +299,9 @@ export interface Auth {
    * The token endpoint's grant: for each scope, the subset of its actions the identity may do
    * (pull: registry:Pull, push: registry:Push, delete: registry:Delete on `repository/<name>`,
    * `*`: granted only when all three are; registry:catalog:* is registry:Catalog on
-   * `repository/*`). Never throws for a partial grant: denied actions are left out and audited
+   * `repository/*`; berth:admin:* is granted when some identity policy allows the principal an
+   * action of the admin API, `admin:*` or `ecs:*`, on any resource; each admin request is still
+   * decided on its own). Never throws for a partial grant: denied actions are left out and audited
    * ('decision', Deny); a scope with nothing granted stays, with no actions. Names are kept as given, so a
    * scope naming `host:port/repo` matches no policy and is granted nothing. In development mode
    * everything asked for is granted.
@@ -431,6 +434,15 @@ function devIdentity(): Identity {
 }
 
 const allowAll: Decision = Object.freeze({ effect: 'Allow', reason: 'allowed', matched: Object.freeze([]) });
+const implicitDenyDecision: Decision = Object.freeze({
+  effect: 'Deny',
+  reason: 'implicit-deny',
+  matched: Object.freeze([]),
+});
+/** What the admin API (/api/v1) decides: its own actions and the runner's REST routes' ECS ones. */
+const adminApiActions: readonly string[] = actions
+  .map((a) => a.name)
+  .filter((n) => n.startsWith('admin:') || n.startsWith('ecs:'));
 
 const isRecord = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -1317,6 +1329,17 @@ export function createAuth(opts: AuthOptions): Auth {
       const context = requestContext(identity, req, undefined);
       const out: AccessEntry[] = [];
       for (const scope of scopes) {
+        if (scope.type === 'berth') {
+          // The admin API: granted to whoever some policy may allow an action of it.
+          const policies = await policyStore.policiesFor(identity.principal);
+          if (mayAllowAny(identity.principal, adminApiActions, policies))
+            out.push({ type: adminScope.type, name: adminScope.name, actions: ['*'] });
+          else {
+            out.push({ type: adminScope.type, name: adminScope.name, actions: [] });
+            await auditDeny(identity, 'admin:*', '*', implicitDenyDecision, req, { scope: adminScopeText });
+          }
+          continue;
+        }
         if (scope.type === 'registry') {
           if (scope.name !== 'catalog') continue;
           const resource = 'repository/*';
