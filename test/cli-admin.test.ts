@@ -433,6 +433,13 @@ describe('berth CLI against a running berth', { timeout: 180_000 }, () => {
         'admin:CreateAccessKey user/dev',
       ]),
     );
+    // The CLI signed in for tokens scoped to the admin API, and used those.
+    const tokens = await cli(
+      ['audit', 'list', '--type', 'token', '--actor', 'user/admin', '--limit', '1000'],
+      env,
+    );
+    const issued = JSON.parse(tokens.stdout) as { detail?: { access?: string[] } }[];
+    expect(issued.some((e) => e.detail?.access?.includes('berth:admin:*'))).toBe(true);
     const two = await cli(['audit', 'list', '--limit', '2'], env);
     expect(JSON.parse(two.stdout)).toHaveLength(2);
     const badType = await cli(['audit', 'list', '--type', 'gossip'], env);
@@ -448,15 +455,17 @@ describe('berth CLI against a running berth', { timeout: 180_000 }, () => {
     const wrong = await cli(['user', 'list'], { ...env, BERTH_PASSWORD: 'not-the-password' });
     expect(wrong.code).toBe(1);
     expect(wrong.stdout).toBe('');
-    expect(wrong.stderr).toContain('berth user list: invalid user name or password');
+    // The CLI signs in at the token endpoint, which refuses the password.
+    expect(wrong.stderr).toContain('berth user list: incorrect username or password (signing in as "admin"');
 
-    // ops has no policy: signed in, but not allowed.
+    // ops has no policy: signed in, but no admin action is allowed, so the admin scope is not either.
     const refused = await cli(['--user', 'ops', 'user', 'list'], {
       ...env,
       BERTH_PASSWORD: 'ops-password-1',
     });
     expect(refused.code).toBe(1);
-    expect(refused.stderr).toContain('not allowed to admin:ListUsers on user/*');
+    expect(refused.stderr).toContain('refused scope berth:admin:*: no policy allows user ops');
+    expect(refused.stderr).toContain('(no_allow)');
 
     const untrusted = await cli(['user', 'list'], { ...env, BERTH_CA: undefined });
     expect(untrusted.code).toBe(1);
