@@ -183,6 +183,8 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
       baseUrl: () => runnerBase,
       ...(config.auth.enabled && {
         mintCredentials: (role: string, session: string) => auth.roleCredentials(role, session),
+        revokeCredentials: (stale: (session: string) => boolean) =>
+          auth.revokeRoleSessions((s) => stale(s.sessionName)),
       }),
     });
     const r = runner;

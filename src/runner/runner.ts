@@ -14,7 +14,10 @@ import {
   credentialsEnv,
   type MintCredentials,
   newTaskToken,
+  type RevokeCredentials,
+  sessionTaskId,
   taskCredentials,
+  taskSessionName,
 } from './credentials.ts';
 import { createEcsApi, type EcsApi } from './ecs-api.ts';
 import { EcsError } from './ecs-protocol.ts';
@@ -55,6 +58,8 @@ export interface RunnerOptions {
   baseUrl: () => string | undefined;
   /** Short-lived credentials for a role (auth's role sessions). */
   mintCredentials?: MintCredentials;
+  /** Ends credentials mintCredentials issued, by session name: a task's die when it stops. */
+  revokeCredentials?: RevokeCredentials;
   /** Where a running executor is not wanted (tests of the API alone); default: create one. */
   executor?: Executor;
 }
@@ -163,6 +168,17 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
   /** Per-task credentials tokens, kept with the task record. */
   const tokens = new Map<string, string>();
 
+  /** Ends the credentials minted for sessions `stale` picks; a failure is logged, never thrown. */
+  async function revokeCredentials(stale: (sessionName: string) => boolean, why: string): Promise<void> {
+    if (!opts.revokeCredentials) return;
+    try {
+      const ended = await opts.revokeCredentials(stale);
+      if (ended > 0) log.info({ ended, why }, 'revoked task role credentials');
+    } catch (err) {
+      log.error({ err, why }, 'could not revoke task role credentials');
+    }
+  }
+
   const records = createRecords<StoredTask>(storage, '/runner/tasks');
 
   /**
@@ -246,7 +262,11 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
       return env;
     },
     onStopped: (task) => {
-      tokens.delete(task.taskArn.slice(task.taskArn.lastIndexOf('/') + 1));
+      const id = task.taskArn.slice(task.taskArn.lastIndexOf('/') + 1);
+      tokens.delete(id);
+      // Credentials the task already fetched die with it, not at their expiry.
+      const session = taskSessionName(id);
+      void revokeCredentials((name) => name === session, `task ${id} stopped`);
     },
   });
 
@@ -474,9 +494,10 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
                 roleArn: (stored.task.overrides.taskRoleArn ?? stored.definition.taskRoleArn) as string,
               }),
               ...(token !== undefined && { token }),
-              running: stored.task.desiredStatus === 'RUNNING',
+              running: stored.task.desiredStatus === 'RUNNING' && stored.task.lastStatus !== 'STOPPED',
             };
           },
+          revoke: (session) => revokeCredentials((name) => name === session, 'minted as the task stopped'),
         },
         opts.mintCredentials,
         taskId,
@@ -493,6 +514,14 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
         if (s.credentialsToken && s.task.lastStatus !== 'STOPPED')
           tokens.set(s.task.taskArn.slice(s.task.taskArn.lastIndexOf('/') + 1), s.credentialsToken);
       }
+      // Credentials of tasks that stopped while berth was down (or whose revocation a crash cut
+      // short) die now. Tasks reconciliation is still stopping revoke theirs when they reach STOPPED.
+      await revokeCredentials((name) => {
+        const id = sessionTaskId(name);
+        if (id === undefined) return false;
+        const t = tasks.storedById(id)?.task;
+        return t === undefined || t.lastStatus === 'STOPPED';
+      }, 'their tasks no longer run');
       await services.start();
       await hooks.start();
       await webhooks.start();

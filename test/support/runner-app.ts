@@ -69,6 +69,7 @@ export async function startRunnerApp(opts: {
     webhooks: opts.webhooks ?? [],
     baseUrl: () => undefined,
     mintCredentials: (role, session) => auth.roleCredentials(role, session),
+    revokeCredentials: (stale) => auth.revokeRoleSessions((s) => stale(s.sessionName)),
   });
   runner = started;
   await started.start();
