@@ -60,7 +60,6 @@ export type {
   RepositoryPolicy,
 } from './policy-store.ts';
 export {
-  adminScope,
   adminScopeText,
   formatScope,
   parseScope,
