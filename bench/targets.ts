@@ -98,7 +98,11 @@ async function waitUntilServing(
  * listens: the JSON log line with "msg":"listening" on stdout, or (when info logs are off, as here,
  * so that access logs cost nothing) the human "serving https://HOST:PORT" line on stderr.
  */
-export async function startBerth(extraEnv: Readonly<Record<string, string>> = {}): Promise<Target> {
+export async function startBerth(
+  extraEnv: Readonly<Record<string, string>> = {},
+  /** The berth source tree to run (default this one; bench/ab.ts runs another beside it). */
+  sourceRoot: string = root,
+): Promise<Target> {
   const dataDir = mkdtempSync(join(tmpdir(), 'berth-bench-'));
   // Access logs off, as for Distribution below: the benchmark measures serving, not logging.
   const env: Record<string, string | undefined> = {
@@ -111,7 +115,7 @@ export async function startBerth(extraEnv: Readonly<Record<string, string>> = {}
     process.execPath,
     ['src/cli.ts', 'serve', '--listen', '127.0.0.1:0', '--data', dataDir],
     {
-      cwd: root,
+      cwd: sourceRoot,
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
     },

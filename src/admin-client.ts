@@ -1,6 +1,7 @@
 // The admin API (/api/v1, described by openapi.yaml) as the berth CLI calls it: HTTPS to a running
 // berth, never its storage, since the server keeps identities and policies in memory and would
-// miss offline edits. Node built-ins only; the CLI decides how results are shown.
+// miss offline edits. It signs in at the token endpoint for a token scoped to the admin API
+// (berth:admin:*) and sends that. Node built-ins only; the CLI decides how results are shown.
 import { existsSync, readFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -231,6 +232,8 @@ interface Reply<T> {
 }
 
 const maxReplyBytes = 64 * 1024 * 1024;
+/** The scope of a token the admin API accepts (the token endpoint's berth:admin:*). */
+const adminScope = 'berth:admin:*';
 const seg = encodeURIComponent;
 
 function ownerPath(owner: AccessKeyOwner): string {
@@ -293,30 +296,30 @@ function connectionError(err: Error & { code?: string }, url: URL): AdminConnect
 
 export function createAdminClient(opts: AdminClientOptions) {
   const base = parseBaseUrl(opts.url);
-  const authorization = `Basic ${Buffer.from(`${opts.username}:${opts.password}`, 'utf8').toString('base64')}`;
+  const basic = `Basic ${Buffer.from(`${opts.username}:${opts.password}`, 'utf8').toString('base64')}`;
   const timeoutMs = opts.timeoutMs ?? 30_000;
 
-  function call<T>(
+  interface Raw {
+    readonly res: IncomingMessage;
+    readonly text: string;
+  }
+
+  /** One HTTP exchange: the status, headers and whole body, whatever the status. */
+  function exchange(
     method: string,
-    path: string,
-    o: { query?: Query; body?: unknown; ifMatch?: string } = {},
-  ): Promise<Reply<T>> {
-    const url = new URL(`/api/v1${path}`, base);
-    for (const [k, v] of Object.entries(o.query ?? {}))
-      if (v !== undefined) url.searchParams.set(k, String(v));
-    const payload = o.body === undefined ? undefined : Buffer.from(JSON.stringify(o.body), 'utf8');
-    const headers: Record<string, string> = {
-      Authorization: authorization,
-      Accept: 'application/json',
-      'User-Agent': 'berth-cli',
-      ...(payload ? { 'Content-Type': 'application/json', 'Content-Length': String(payload.length) } : {}),
-      ...(o.ifMatch !== undefined ? { 'If-Match': `"${o.ifMatch}"` } : {}),
-    };
+    url: URL,
+    headers: Record<string, string>,
+    payload: Buffer | undefined,
+  ): Promise<Raw> {
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
-    return new Promise<Reply<T>>((resolvePromise, reject) => {
+    return new Promise<Raw>((resolvePromise, reject) => {
       const req = send(
         url,
-        { method, headers, ...(url.protocol === 'https:' && opts.ca ? { ca: [...opts.ca] } : {}) },
+        {
+          method,
+          headers: { Accept: 'application/json', 'User-Agent': 'berth-cli', ...headers },
+          ...(url.protocol === 'https:' && opts.ca ? { ca: [...opts.ca] } : {}),
+        },
         (res) => {
           const chunks: Buffer[] = [];
           let size = 0;
@@ -329,31 +332,72 @@ export function createAdminClient(opts: AdminClientOptions) {
             chunks.push(c);
           });
           res.on('error', (e) => reject(connectionError(e, url)));
-          res.on('end', () => {
-            const text = Buffer.concat(chunks).toString('utf8');
-            const status = res.statusCode ?? 0;
-            if (status < 200 || status > 299) {
-              reject(errorFrom(res, text));
-              return;
-            }
-            let body: unknown;
-            if (text.length > 0) {
-              try {
-                body = JSON.parse(text);
-              } catch {
-                reject(new AdminConnectionError(`${method} ${url.pathname}: the answer is not JSON`));
-                return;
-              }
-            }
-            const etag = res.headers.etag?.replace(/^(?:W\/)?"(.*)"$/, '$1');
-            resolvePromise({ status, etag, body: body as T });
-          });
+          res.on('end', () => resolvePromise({ res, text: Buffer.concat(chunks).toString('utf8') }));
         },
       );
       req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer in ${timeoutMs / 1000} s`)));
       req.on('error', (e) => reject(connectionError(e, url)));
       req.end(payload);
     });
+  }
+
+  // The admin API takes only tokens issued for it (scope berth:admin:*): the password is sent once,
+  // to the token endpoint, and the token for every call after.
+  let token: Promise<string> | undefined;
+  function bearer(): Promise<string> {
+    token ??= (async () => {
+      const url = new URL(`/token?scope=${encodeURIComponent(adminScope)}`, base);
+      const { res, text } = await exchange('GET', url, { Authorization: basic }, undefined);
+      if (res.statusCode !== 200) throw errorFrom(res, text);
+      let issued: unknown;
+      try {
+        issued = JSON.parse(text);
+      } catch {
+        issued = undefined;
+      }
+      const t = (issued as { token?: unknown } | undefined)?.token;
+      if (typeof t !== 'string') throw new AdminConnectionError('GET /token: the answer holds no token');
+      return `Bearer ${t}`;
+    })();
+    token.catch(() => {
+      token = undefined;
+    });
+    return token;
+  }
+
+  async function call<T>(
+    method: string,
+    path: string,
+    o: { query?: Query; body?: unknown; ifMatch?: string } = {},
+  ): Promise<Reply<T>> {
+    const url = new URL(`/api/v1${path}`, base);
+    for (const [k, v] of Object.entries(o.query ?? {}))
+      if (v !== undefined) url.searchParams.set(k, String(v));
+    const payload = o.body === undefined ? undefined : Buffer.from(JSON.stringify(o.body), 'utf8');
+    const headers: Record<string, string> = {
+      ...(payload ? { 'Content-Type': 'application/json', 'Content-Length': String(payload.length) } : {}),
+      ...(o.ifMatch !== undefined ? { 'If-Match': `"${o.ifMatch}"` } : {}),
+    };
+    let authorization = await bearer();
+    let { res, text } = await exchange(method, url, { ...headers, Authorization: authorization }, payload);
+    // A token that expired (a long audit listing) or was revoked meanwhile: sign in once more.
+    if (res.statusCode === 401 && /invalid_token/.test(String(res.headers['www-authenticate']))) {
+      token = undefined;
+      authorization = await bearer();
+      ({ res, text } = await exchange(method, url, { ...headers, Authorization: authorization }, payload));
+    }
+    const status = res.statusCode ?? 0;
+    if (status < 200 || status > 299) throw errorFrom(res, text);
+    let body: unknown;
+    if (text.length > 0) {
+      try {
+        body = JSON.parse(text);
+      } catch {
+        throw new AdminConnectionError(`${method} ${url.pathname}: the answer is not JSON`);
+      }
+    }
+    const etag = res.headers.etag?.replace(/^(?:W\/)?"(.*)"$/, '$1');
+    return { status, etag, body: body as T };
   }
 
   async function body<T>(method: string, path: string, o?: Parameters<typeof call>[2]): Promise<T> {
@@ -404,6 +448,8 @@ export function createAdminClient(opts: AdminClientOptions) {
     createAccessKey: (owner: AccessKeyOwner) => body<NewAccessKey>('POST', `${ownerPath(owner)}/access-keys`),
     listAccessKeys: async (owner: AccessKeyOwner) =>
       (await body<{ items: AccessKey[] }>('GET', `${ownerPath(owner)}/access-keys`)).items,
+    updateAccessKey: (owner: AccessKeyOwner, id: string, status: 'active' | 'inactive') =>
+      body<AccessKey>('PATCH', `${ownerPath(owner)}/access-keys/${seg(id)}`, { body: { status } }),
     deleteAccessKey: (owner: AccessKeyOwner, id: string) =>
       body<undefined>('DELETE', `${ownerPath(owner)}/access-keys/${seg(id)}`),
 

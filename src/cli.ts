@@ -489,6 +489,26 @@ const adminCommands: Record<string, AdminCommand> = {
       return 0;
     },
   },
+  ...Object.fromEntries(
+    (['deactivate', 'activate'] as const).map((verb): [string, AdminCommand] => [
+      `accesskey ${verb}`,
+      {
+        usage: `accesskey ${verb} --user NAME | --service-account NAME  ID`,
+        options: ownerOptions,
+        args: [1, 1],
+        check: (v) => {
+          const one = exactlyOne(v, ownerFlags);
+          return typeof one === 'string' ? one : undefined;
+        },
+        async run(x) {
+          const owner = ownerOf(x.values);
+          await x.client.updateAccessKey(owner, nameArg(x), verb === 'activate' ? 'active' : 'inactive');
+          print(`${verb}d access key ${nameArg(x)} of ${describeTarget(owner)}`);
+          return 0;
+        },
+      },
+    ]),
+  ),
   'policy put': {
     usage: 'policy put NAME FILE',
     args: [2, 2],

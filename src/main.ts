@@ -193,6 +193,8 @@ export async function start(config: Config, log: Logger = createLogger(config.lo
         (await auth.authorizeAs(principal, action, resource)).effect === 'Allow',
       ...(config.auth.enabled && {
         mintCredentials: (role: string, session: string) => auth.roleCredentials(role, session),
+        revokeCredentials: (stale: (session: string) => boolean) =>
+          auth.revokeRoleSessions((s) => stale(s.sessionName)),
       }),
       hostAccess: {
         hostPathAllowList: config.runner.hostPathAllowList,

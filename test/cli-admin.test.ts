@@ -58,6 +58,8 @@ describe('berth CLI without a server', { timeout: 180_000 }, () => {
       'berth accesskey create --user NAME | --service-account NAME',
       'berth accesskey list',
       'berth accesskey delete',
+      'berth accesskey deactivate --user NAME | --service-account NAME  ID',
+      'berth accesskey activate',
       'berth serviceaccount create NAME',
       'berth policy put NAME FILE',
       'berth policy get NAME',
@@ -388,6 +390,14 @@ describe('berth CLI against a running berth', { timeout: 180_000 }, () => {
     expect(viaKey.stderr).toBe('');
     expect(viaKey.code).toBe(0);
 
+    // Deactivated, the key signs nobody in; activated again, it does.
+    const off = await cli(['accesskey', 'deactivate', '--user', 'dev', id!], env);
+    expect(off.stderr).toBe('');
+    expect(off.stdout).toContain(`deactivated access key ${id}`);
+    expect((await token(id!, secret!)).status).toBe(401);
+    expect((await cli(['accesskey', 'activate', '--user', 'dev', id!], env)).code).toBe(0);
+    expect((await token(id!, secret!)).status).toBe(200);
+
     const deleted = await cli(['accesskey', 'delete', '--user', 'dev', id!], env);
     expect(deleted.code).toBe(0);
     expect((await token(id!, secret!)).status).toBe(401);
@@ -423,6 +433,13 @@ describe('berth CLI against a running berth', { timeout: 180_000 }, () => {
         'admin:CreateAccessKey user/dev',
       ]),
     );
+    // The CLI signed in for tokens scoped to the admin API, and used those.
+    const tokens = await cli(
+      ['audit', 'list', '--type', 'token', '--actor', 'user/admin', '--limit', '1000'],
+      env,
+    );
+    const issued = JSON.parse(tokens.stdout) as { detail?: { access?: string[] } }[];
+    expect(issued.some((e) => e.detail?.access?.includes('berth:admin:*'))).toBe(true);
     const two = await cli(['audit', 'list', '--limit', '2'], env);
     expect(JSON.parse(two.stdout)).toHaveLength(2);
     const badType = await cli(['audit', 'list', '--type', 'gossip'], env);
@@ -438,15 +455,17 @@ describe('berth CLI against a running berth', { timeout: 180_000 }, () => {
     const wrong = await cli(['user', 'list'], { ...env, BERTH_PASSWORD: 'not-the-password' });
     expect(wrong.code).toBe(1);
     expect(wrong.stdout).toBe('');
-    expect(wrong.stderr).toContain('berth user list: invalid user name or password');
+    // The CLI signs in at the token endpoint, which refuses the password.
+    expect(wrong.stderr).toContain('berth user list: incorrect username or password (signing in as "admin"');
 
-    // ops has no policy: signed in, but not allowed.
+    // ops has no policy: signed in, but no admin action is allowed, so the admin scope is not either.
     const refused = await cli(['--user', 'ops', 'user', 'list'], {
       ...env,
       BERTH_PASSWORD: 'ops-password-1',
     });
     expect(refused.code).toBe(1);
-    expect(refused.stderr).toContain('not allowed to admin:ListUsers on user/*');
+    expect(refused.stderr).toContain('refused scope berth:admin:*: no policy allows user ops');
+    expect(refused.stderr).toContain('(no_allow)');
 
     const untrusted = await cli(['user', 'list'], { ...env, BERTH_CA: undefined });
     expect(untrusted.code).toBe(1);

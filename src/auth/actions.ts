@@ -40,6 +40,7 @@ export const actions = [
   { name: 'admin:DeleteServiceAccount', description: 'Delete a service account' },
   { name: 'admin:CreateAccessKey', description: 'Create an access key for a user or service account' },
   { name: 'admin:ListAccessKeys', description: 'List access keys (never their secrets)' },
+  { name: 'admin:UpdateAccessKey', description: 'Deactivate or reactivate an access key' },
   { name: 'admin:DeleteAccessKey', description: 'Revoke an access key' },
   { name: 'admin:PutPolicy', description: 'Create or replace an identity policy' },
   { name: 'admin:GetPolicy', description: 'Read an identity policy' },

@@ -59,7 +59,14 @@ export type {
   PolicyStore,
   RepositoryPolicy,
 } from './policy-store.ts';
-export { formatScope, parseScope, parseScopes, type Scope, type ScopeAction } from './scope.ts';
+export {
+  adminScopeText,
+  formatScope,
+  parseScope,
+  parseScopes,
+  type Scope,
+  type ScopeAction,
+} from './scope.ts';
 export {
   type Auth,
   AuthError,

@@ -7,6 +7,7 @@ import {
   evaluate,
   isValidResource,
   maxPolicyBytes,
+  mayAllowAny,
   type Policy,
   type PolicyKind,
   type Principal,
@@ -54,10 +55,10 @@ const repository = (id: string, ...statements: unknown[]): AttachedPolicy => ({
 
 describe('action catalog', () => {
   it('lists every action once with a one-line description', () => {
-    expect(actions).toHaveLength(71);
-    expect(new Set(actions.map((a) => a.name.toLowerCase())).size).toBe(71);
+    expect(actions).toHaveLength(72);
+    expect(new Set(actions.map((a) => a.name.toLowerCase())).size).toBe(72);
     expect(actions.filter((a) => a.name.startsWith('registry:'))).toHaveLength(7);
-    expect(actions.filter((a) => a.name.startsWith('admin:'))).toHaveLength(39);
+    expect(actions.filter((a) => a.name.startsWith('admin:'))).toHaveLength(40);
     expect(actions.filter((a) => a.name.startsWith('ecs:'))).toHaveLength(24);
     for (const a of actions) {
       expect(a.name).toMatch(/^(registry|admin|ecs|iam):[A-Z][A-Za-z]+$/);
@@ -705,6 +706,39 @@ describe('evaluate with repository policies', () => {
     expect(() => evaluate(r, [{ id: 'user/app', kind: 'repository', policy: repoPolicy }])).toThrow(
       'repository policy id "user/app" is not a repository resource',
     );
+  });
+});
+
+describe('mayAllowAny', () => {
+  const admin = ['admin:ListUsers', 'admin:CreateUser'];
+  it('finds an Allow for one of the actions, whatever its resource or condition', () => {
+    const narrow = identity(
+      'p',
+      allow('admin:ListUsers', 'user/team-*', { Condition: { Bool: { 'berth:SecureTransport': 'true' } } }),
+    );
+    expect(mayAllowAny(alice, admin, [narrow])).toBe(true);
+    expect(mayAllowAny(alice, admin, [identity('p', allow('admin:*'))])).toBe(true);
+    expect(
+      mayAllowAny(alice, admin, [identity('p', { Effect: 'Allow', NotAction: 'registry:*', Resource: '*' })]),
+    ).toBe(true);
+  });
+
+  it('finds nothing in Denies, in Allows of other actions, or for principals a statement excludes', () => {
+    expect(
+      mayAllowAny(alice, admin, [
+        identity('p', allow('registry:Pull'), { Effect: 'Deny', Action: 'admin:*', Resource: '*' }),
+      ]),
+    ).toBe(false);
+    expect(
+      mayAllowAny(alice, admin, [identity('p', { Effect: 'Allow', NotAction: 'admin:*', Resource: '*' })]),
+    ).toBe(false);
+    const othersOnly = repository('repository/team/*', {
+      Effect: 'Allow',
+      Principal: { berth: ['user/bob'] },
+      Action: 'registry:Pull',
+    });
+    expect(mayAllowAny(alice, ['registry:Pull'], [othersOnly])).toBe(false);
+    expect(mayAllowAny(alice, admin, [])).toBe(false);
   });
 });
 

@@ -421,6 +421,27 @@ export function evaluate(request: AccessRequest, policies: readonly AttachedPoli
   return implicitDeny;
 }
 
+/**
+ * Whether some Allow statement of these policies could allow the principal one of `actionNames`,
+ * on some resource, under some conditions: Resource and Condition are not looked at. A coarse
+ * question (may this principal use an API at all?) whose every request is decided again.
+ */
+export function mayAllowAny(
+  principal: Principal,
+  actionNames: readonly string[],
+  policies: readonly AttachedPolicy[],
+): boolean {
+  for (const p of policies) {
+    const { statements } = compiled(p.policy);
+    for (const s of statements) {
+      if (s.effect !== 'Allow') continue;
+      if (s.principal && s.principal(principal) === s.notPrincipal) continue;
+      if (actionNames.some((a) => s.action.test(a) !== s.notAction)) return true;
+    }
+  }
+  return false;
+}
+
 const reasonCodes = {
   allowed: 'allowed',
   'explicit-deny': 'explicit_deny',

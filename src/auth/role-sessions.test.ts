@@ -50,4 +50,49 @@ describe('role sessions', () => {
     expect(store.m.has(short.accessKeyId)).toBe(false);
     expect(store.m.has(s.accessKeyId)).toBe(true);
   });
+
+  it('ends the sessions a revoke picks, for good, even when their record cannot be deleted', async () => {
+    const t = 3_000_000_000_000;
+    const store = memoryStore();
+    const failing = { ...store, remove: async () => {} };
+    const sessions = createRoleSessions(() => t, failing);
+    const a = await sessions.issue('web-task', 'ecs-task-a', 600);
+    const b = await sessions.issue('web-task', 'ecs-task-b', 600);
+    expect(await sessions.revoke((s) => s.sessionName === 'ecs-task-a')).toBe(1);
+    // The record is still stored (the delete failed), yet the key is dead in this process.
+    expect(store.m.has(a.accessKeyId)).toBe(true);
+    expect(await sessions.verify(a.accessKeyId, a.secretAccessKey)).toBeUndefined();
+    expect(await sessions.signing(a.accessKeyId, a.sessionToken)).toBeUndefined();
+    expect(await sessions.alive(a.accessKeyId)).toBe(false);
+    expect(await sessions.alive(b.accessKeyId)).toBe(true);
+  });
+
+  it('finds sessions of an earlier process to revoke once sweep has loaded them', async () => {
+    const t = 4_000_000_000_000;
+    const store = memoryStore();
+    const before = createRoleSessions(() => t, store);
+    const a = await before.issue('deployer', 'ecs-task-a', 600);
+    const after = createRoleSessions(() => t, store);
+    await after.sweep();
+    expect(await after.revoke((s) => s.role === 'deployer')).toBe(1);
+    expect(store.m.has(a.accessKeyId)).toBe(false);
+    expect(await after.verify(a.accessKeyId, a.secretAccessKey)).toBeUndefined();
+  });
+
+  it('revokes a session whose save is still in flight', async () => {
+    const t = 5_000_000_000_000;
+    const store = memoryStore();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const slow = { ...store, save: async (s: StoredRoleSession) => gate.then(() => store.save(s)) };
+    const sessions = createRoleSessions(() => t, slow);
+    const issuing = sessions.issue('web-task', 'ecs-task-a', 600);
+    expect(await sessions.revoke((s) => s.sessionName === 'ecs-task-a')).toBe(1);
+    release();
+    const s = await issuing;
+    expect(store.m.has(s.accessKeyId)).toBe(false);
+    expect(await sessions.verify(s.accessKeyId, s.secretAccessKey)).toBeUndefined();
+  });
 });

@@ -4,6 +4,11 @@
 // to it (under /auth/role-sessions, encrypted at rest like everything auth stores), so a task
 // adopted after a berth restart keeps using the credentials its SDK already holds: SDKs refresh
 // only shortly before Expiration. Expired sessions are dropped on sight and by sweep().
+//
+// A session can also be ended early (revoke: its task stopped, its role was deleted). Its record
+// is deleted, and its key id is remembered until it would have expired, so nothing (a record a
+// failed delete left behind, a save still in flight) brings it back. sweep() at start loads every
+// live session, so from then on the cache holds them all and revoke() finds each by its name.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
@@ -49,17 +54,21 @@ export function createRoleSessions(
   maxCached = 100_000,
 ) {
   const cache = new Map<string, StoredRoleSession>();
-  const expired = (s: RoleSession) => s.expiresAt <= now() / 1000;
+  /** Ended early: key id -> when it would have expired. */
+  const revoked = new Map<string, number>();
+  const expired = (s: Pick<RoleSession, 'expiresAt'>) => s.expiresAt <= now() / 1000;
 
   function prune(): void {
     for (const [id, s] of cache) if (expired(s)) cache.delete(id);
+    for (const [id, expiresAt] of revoked) if (expired({ expiresAt })) revoked.delete(id);
   }
 
   async function live(id: string): Promise<StoredRoleSession | undefined> {
+    if (revoked.has(id)) return undefined;
     let s = cache.get(id);
     if (!s && store) {
       s = await store.load(id);
-      if (s && s.accessKeyId === id) {
+      if (s && s.accessKeyId === id && !revoked.has(id)) {
         if (cache.size >= maxCached) prune();
         cache.set(id, s);
       } else s = undefined;
@@ -86,9 +95,11 @@ export function createRoleSessions(
         secret: randomBytes(30).toString('base64url'),
         sessionToken: randomBytes(48).toString('base64url'),
       };
-      // Stored before it is handed out: credentials a task holds must outlive a restart.
-      await store?.save(s);
+      // In the cache before the save, so a revoke() racing the save finds it; stored before it is
+      // handed out, since credentials a task holds must outlive a restart.
       cache.set(id, s);
+      await store?.save(s);
+      if (revoked.has(id)) await store?.remove(id);
       return { ...s, secretAccessKey: s.secret };
     },
     /** The session, when the secret is its own and it has not expired (Basic sign-in). */
@@ -102,7 +113,24 @@ export function createRoleSessions(
       const s = await live(id);
       return s && same(sessionToken, s.sessionToken) ? s : undefined;
     },
-    /** Deletes expired sessions from the store; answers how many. */
+    /** Whether the session exists, has not expired and was not revoked. */
+    async alive(id: string): Promise<boolean> {
+      return (await live(id)) !== undefined;
+    },
+    /**
+     * Ends every live session `match` picks, at once: its key stops verifying and signing.
+     * Answers how many. Complete once sweep() has loaded the store (start).
+     */
+    async revoke(match: (s: RoleSession) => boolean): Promise<number> {
+      const ended = [...cache.values()].filter((s) => !expired(s) && match(s));
+      for (const s of ended) {
+        revoked.set(s.accessKeyId, s.expiresAt);
+        cache.delete(s.accessKeyId);
+      }
+      for (const s of ended) await store?.remove(s.accessKeyId);
+      return ended.length;
+    },
+    /** Deletes expired sessions from the store and loads the live ones; answers how many were deleted. */
     async sweep(): Promise<number> {
       prune();
       if (!store) return 0;
@@ -111,7 +139,8 @@ export function createRoleSessions(
         if (expired(s)) {
           await store.remove(s.accessKeyId);
           n++;
-        }
+        } else if (revoked.has(s.accessKeyId)) await store.remove(s.accessKeyId);
+        else cache.set(s.accessKeyId, s);
       return n;
     },
   };

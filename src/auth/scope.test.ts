@@ -28,6 +28,10 @@ describe('parseScope', () => {
     expect(parseScope('registry:catalog:*')).toEqual({ type: 'registry', name: 'catalog', actions: ['*'] });
   });
 
+  it('accepts the admin API scope', () => {
+    expect(parseScope('berth:admin:*')).toEqual({ type: 'berth', name: 'admin', actions: ['*'] });
+  });
+
   it('accepts and drops a resource class', () => {
     expect(parseScope('repository(plugin):vieux/sshfs:pull')).toEqual({
       type: 'repository',
@@ -52,6 +56,8 @@ describe('parseScope', () => {
     'repository():app:pull',
     'registry:catalog:pull',
     'registry:other:*',
+    'berth:admin:pull',
+    'berth:other:*',
     'unknown:thing:pull',
     `repository:${'a'.repeat(256)}:pull`,
   ])('rejects %j', (s) => {
@@ -64,6 +70,7 @@ describe('formatScope', () => {
     for (const s of [
       'repository:localhost:5000/app:pull,push',
       'registry:catalog:*',
+      'berth:admin:*',
       'repository:a/b:delete',
     ]) {
       const scope = parseScope(s);

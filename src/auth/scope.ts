@@ -1,5 +1,8 @@
 // Docker token-auth scopes (distribution's docs/content/spec/auth/scope.md):
 //   repository:<name>:<action>[,<action>...]   registry:catalog:*
+// and one of berth's own, in the same grammar:
+//   berth:admin:*                              the admin API (/api/v1): a token without it is
+//                                              refused there, whatever else it grants
 // A name may carry a registry host with a port ("localhost:5000/app"), so the type ends at the
 // first colon and the actions start after the last one. A resource class in the type
 // ("repository(plugin)") is accepted and dropped: nothing here grants by class.
@@ -7,11 +10,19 @@
 export type ScopeAction = 'pull' | 'push' | 'delete' | '*';
 
 export interface Scope {
-  readonly type: 'repository' | 'registry';
+  readonly type: 'repository' | 'registry' | 'berth';
   readonly name: string;
   /** Deduplicated, in the order pull, push, delete, *. */
   readonly actions: readonly ScopeAction[];
 }
+
+/** The scope a token must carry to be accepted by the admin API. */
+export const adminScope = Object.freeze({
+  type: 'berth',
+  name: 'admin',
+  actions: Object.freeze(['*']),
+} as const);
+export const adminScopeText = 'berth:admin:*';
 
 const actionOrder: readonly ScopeAction[] = ['pull', 'push', 'delete', '*'];
 
@@ -51,6 +62,10 @@ export function parseScope(s: string): Scope | null {
   if (type === 'registry') {
     // The catalog is the only registry-wide resource distribution defines, and only as '*'.
     if (name !== 'catalog' || actions.length !== 1 || actions[0] !== '*') return null;
+    return { type, name, actions };
+  }
+  if (type === 'berth') {
+    if (name !== adminScope.name || actions.length !== 1 || actions[0] !== '*') return null;
     return { type, name, actions };
   }
   return null;

@@ -6,16 +6,20 @@
 // Principals travel inside registry tokens. An access token carries, in its `berth` claim, the
 // principal's type, name, groups and tags, how it authenticated and, for a role session, a bounded
 // subset of the OIDC claims, so that a request bearing it is decided without reading storage and
-// without asking the identity store again. The price is that a change to a user (groups, tags,
-// disabling) reaches bearer requests only when their token expires: the token TTL (default five
-// minutes) bounds it. Refresh tokens carry only the subject and are re-resolved on every use.
+// without asking the identity store again. What keeps that honest is revocation (revocation.ts):
+// every change that can narrow a principal's rights (deleting or disabling it, its groups or tags,
+// a policy detached or edited, an access key deactivated or deleted, a task's role session ended)
+// marks the tokens issued before it stale, and a stale token is refused on its next use, as is one
+// whose principal, access key or role session no longer exists. The check costs one integer
+// comparison per request while nothing changed. Refresh tokens carry only the subject and are
+// re-resolved on every use.
 //
 // Subjects are principal references: `user/alice`, `serviceaccount/ci`, `role/deployer`,
 // `anonymous`. They are the `sub` of access and refresh tokens and the audit actor.
 import { type Logger, silentLogger } from '../log.ts';
 import type { Outbound } from '../outbound.ts';
 import type { StorageDriver } from '../storage/index.ts';
-import { canonicalAction } from './actions.ts';
+import { actions, canonicalAction } from './actions.ts';
 import { type AuditEvent, type AuditLog, createAuditLog } from './audit.ts';
 import type { RequestContext } from './conditions.ts';
 import { createFederation, type Federation, FederationError, type FederationRole } from './federation.ts';
@@ -33,18 +37,21 @@ import {
   type Decision,
   evaluate,
   isValidResource,
+  mayAllowAny,
   type PrincipalType,
   reasonCode,
 } from './policy.ts';
 import { createPolicyStore, type PolicyStore } from './policy-store.ts';
 import { createPrincipalDecisions, type PrincipalReference } from './principal-decisions.ts';
+import { createRevocations } from './revocation.ts';
+import { revokingIdentities, revokingPolicies } from './revoking-stores.ts';
 import {
   createRoleSessions,
   isSessionKeyId,
   type RoleSession,
   type StoredRoleSession,
 } from './role-sessions.ts';
-import type { Scope, ScopeAction } from './scope.ts';
+import { adminScope, adminScopeText, type Scope, type ScopeAction } from './scope.ts';
 import { SigV4Error, type SigV4Request, sigV4Messages, verifySigV4 } from './sigv4.ts';
 import { listOrEmpty, readJson, writeJson } from './store.ts';
 import { createThrottle, type Throttle, type ThrottleSubject } from './throttle.ts';
@@ -130,6 +137,12 @@ export interface Identity {
    * no later, so a session cannot be stretched by trading its token for a new one.
    */
   readonly expiresAt?: number;
+  /**
+   * The revocation revision current when the caller was authenticated (revocation.ts): tokens
+   * issued for this identity carry it, so a change made after it makes them stale even when it
+   * landed before the token was signed.
+   */
+  readonly revision?: number;
 }
 
 export type AuthErrorReason = 'bad-credentials' | 'throttled' | 'invalid-token' | 'federation';
@@ -144,7 +157,7 @@ export class AuthError extends Error {
   readonly retryAfterSeconds?: number;
   /**
    * With 'invalid-token': why (a TokenErrorReason such as `expired` or `wrong-audience`, or
-   * `principal-unavailable`, `client-mismatch`). With 'federation': the FederationErrorReason.
+   * `principal-unavailable`, `client-mismatch`, `revoked`). With 'federation': the FederationErrorReason.
    */
   readonly detail?: string;
   /** With 'federation' and detail `ambiguous-role`: the roles the caller may choose from. */
@@ -253,8 +266,12 @@ export interface Auth {
 
   /**
    * A registry access token (Authorization: Bearer) to the identity it was issued to and the access
-   * entries it carries. Checks signature, issuer, audience and expiry only: no storage read and no
-   * audit. Failures are AuthError 'invalid-token' with the TokenError reason as detail.
+   * entries it carries. Checks signature, issuer, audience and expiry, and that it was not revoked:
+   * its principal still exists (a user not disabled), the access key or role session it began with
+   * is still live, and nothing narrowed the rights of its principal, its groups or its key since it
+   * was issued (revocation.ts). A token's signature is checked once; later uses cost a map lookup
+   * and, while nothing was revoked, one comparison. Failures are AuthError 'invalid-token' with the
+   * TokenError reason as detail, or `revoked` (audited, once per token).
    */
   authenticateBearer(token: string, req: RequestInfo): Promise<Identity & { access: AccessEntry[] }>;
 
@@ -285,7 +302,9 @@ export interface Auth {
    * The token endpoint's grant: for each scope, the subset of its actions the identity may do
    * (pull: registry:Pull, push: registry:Push, delete: registry:Delete on `repository/<name>`,
    * `*`: granted only when all three are; registry:catalog:* is registry:Catalog on
-   * `repository/*`). Never throws for a partial grant: denied actions are left out and audited
+   * `repository/*`; berth:admin:* is granted when some identity policy allows the principal an
+   * action of the admin API, `admin:*` or `ecs:*`, on any resource; each admin request is still
+   * decided on its own). Never throws for a partial grant: denied actions are left out and audited
    * ('decision', Deny); a scope with nothing granted stays, with no actions. Names are kept as given, so a
    * scope naming `host:port/repo` matches no policy and is granted nothing. In development mode
    * everything asked for is granted.
@@ -360,6 +379,13 @@ export interface Auth {
   jwks(): Promise<JwkSet>;
 
   /**
+   * Ends the temporary role sessions `match` picks (task credentials, by session name or role): their
+   * keys stop working at once, as Basic and SigV4 credentials and inside tokens issued for them.
+   * Answers how many ended.
+   */
+  revokeRoleSessions(match: (session: { role: string; sessionName: string }) => boolean): Promise<number>;
+
+  /**
    * Revokes every refresh token of a subject issued up to now: `user/alice`, `serviceaccount/ci`.
    * `identities` already does this on password changes, disabling and deletion; this is for
    * anything else that should end sessions (e.g. an access key's deletion, an admin's "log out").
@@ -420,6 +446,15 @@ function devIdentity(): Identity {
 }
 
 const allowAll: Decision = Object.freeze({ effect: 'Allow', reason: 'allowed', matched: Object.freeze([]) });
+const implicitDenyDecision: Decision = Object.freeze({
+  effect: 'Deny',
+  reason: 'implicit-deny',
+  matched: Object.freeze([]),
+});
+/** What the admin API (/api/v1) decides: its own actions and the runner's REST routes' ECS ones. */
+const adminApiActions: readonly string[] = actions
+  .map((a) => a.name)
+  .filter((n) => n.startsWith('admin:') || n.startsWith('ecs:'));
 
 const isRecord = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -474,6 +509,8 @@ export function sessionClaims(claims: Readonly<Record<string, unknown>>): Record
 
 /** The `berth` claim of an access token: the identity, as authenticateBearer rebuilds it. */
 interface SessionClaim {
+  /** Identity.revision: tokens without one (from before revocation) count as revision 0. */
+  rev?: number;
   type: PrincipalType;
   name: string;
   groups: string[];
@@ -487,6 +524,7 @@ interface SessionClaim {
 function toSessionClaim(identity: Identity): SessionClaim {
   const { principal: p } = identity;
   return {
+    ...(identity.revision !== undefined ? { rev: identity.revision } : {}),
     type: p.type,
     name: p.name,
     groups: [...p.groups],
@@ -500,7 +538,8 @@ function toSessionClaim(identity: Identity): SessionClaim {
 
 function fromSessionClaim(raw: unknown, exp: number): Identity | undefined {
   if (!isRecord(raw)) return undefined;
-  const { type, name, groups, tags, authMethod, accessKeyId, claims, sessionSubject } = raw;
+  const { rev, type, name, groups, tags, authMethod, accessKeyId, claims, sessionSubject } = raw;
+  if (rev !== undefined && (typeof rev !== 'number' || !Number.isFinite(rev))) return undefined;
   if (!principalTypes.includes(type as PrincipalType) || typeof name !== 'string' || !isStringArray(groups))
     return undefined;
   if (!isRecord(tags) || !Object.values(tags).every((v) => typeof v === 'string')) return undefined;
@@ -523,6 +562,7 @@ function fromSessionClaim(raw: unknown, exp: number): Identity | undefined {
     ...(claims !== undefined ? { claims: claims as Record<string, string | string[]> } : {}),
     ...(sessionSubject !== undefined ? { sessionSubject } : {}),
     expiresAt: exp,
+    revision: rev ?? 0,
   };
 }
 
@@ -645,8 +685,16 @@ export function createAuth(opts: AuthOptions): Auth {
     },
   });
   const tokens = createTokenService({ storage, issuer, service, ttlSeconds: tokenTtl, now });
-  /** Access tokens already verified, until they expire (bounded; the oldest go first). */
-  const verified = new Map<string, { caller: Identity & { access: AccessEntry[] }; expiresAtMs: number }>();
+  /**
+   * Access tokens already verified, until they expire (bounded; the oldest go first), with the
+   * revocation epoch they were last found live at.
+   */
+  const verified = new Map<
+    string,
+    { caller: Identity & { access: AccessEntry[] }; expiresAtMs: number; checkedAt: number }
+  >();
+  /** Tokens found revoked, until they expire: refused without another signature check or audit entry. */
+  const refused = new Map<string, number>();
   const federation = createFederation({
     storage,
     now,
@@ -672,6 +720,27 @@ export function createAuth(opts: AuthOptions): Auth {
       return out;
     },
   });
+  // Entries outlive every token: the longest a token can be issued for, and an hour to spare.
+  const revocations = createRevocations({
+    storage,
+    now,
+    log,
+    horizonMs: (Math.max(tokenTtl, 3600) + 3600) * 1000,
+  });
+  /**
+   * Bumped by every revocation (of tokens or of role sessions): a verified token found live at the
+   * current epoch needs no other check.
+   */
+  let epoch = 0;
+  const revoke = (subjects: readonly string[]) => {
+    if (subjects.length > 0) epoch++;
+    return revocations.revoke(subjects);
+  };
+  async function revokeRoleSessions(match: (s: RoleSession) => boolean): Promise<number> {
+    const ended = roleSessions.revoke(match);
+    epoch++;
+    return ended;
+  }
 
   /** The role identity of a live temporary session; undefined when the role is gone. */
   async function roleSessionIdentity(s: RoleSession): Promise<Identity | undefined> {
@@ -683,31 +752,52 @@ export function createAuth(opts: AuthOptions): Auth {
       accessKeyId: s.accessKeyId,
       sessionSubject: s.sessionName,
       expiresAt: s.expiresAt,
+      revision: revocations.current(),
     };
   }
 
-  const revokeSessions = (type: 'user' | 'serviceaccount', name: string) =>
-    tokens.revokeAllForSubject(principalRef({ type, name }));
+  identityStore = revokingIdentities(baseIdentities, {
+    revoke,
+    endRefreshTokens: (subject) => tokens.revokeAllForSubject(subject),
+    endRoleSessions: async (role) => {
+      await revokeRoleSessions((s) => s.role === role);
+    },
+  });
+  const policies = revokingPolicies(policyStore, { revoke });
 
-  // Credential changes end the sessions refresh tokens keep alive. Revoked after the change is
-  // stored: a refresh token issued before that moment is older than the revocation.
-  identityStore = {
-    ...baseIdentities,
-    async updateUser(name, patch, o) {
-      const user = await baseIdentities.updateUser(name, patch, o);
-      if (patch.password !== undefined || patch.disabled === true) await revokeSessions('user', name);
-      return user;
-    },
-    async deleteUser(name) {
-      await baseIdentities.deleteUser(name);
-      // A user created later under the same name must not inherit the old sessions.
-      await revokeSessions('user', name);
-    },
-    async deleteServiceAccount(name) {
-      await baseIdentities.deleteServiceAccount(name);
-      await revokeSessions('serviceaccount', name);
-    },
-  };
+  /**
+   * Why a verified token no longer counts, or undefined while it does: a revocation after it was
+   * issued, or its principal, access key or role session gone.
+   */
+  async function staleness(caller: Identity): Promise<string | undefined> {
+    const p = caller.principal;
+    const key = caller.accessKeyId;
+    const subjects = ['*', ...p.groups.map((g) => `group/${g}`)];
+    if (p.type !== 'anonymous') subjects.push(principalRef(p));
+    if (key !== undefined && !isSessionKeyId(key)) subjects.push(`accesskey/${key}`);
+    const revoked = revocations.revokedAfter(caller.revision ?? 0, subjects);
+    if (revoked !== undefined) return `revoked (${revoked})`;
+    switch (p.type) {
+      case 'user':
+      case 'serviceaccount':
+        if (!(await identityStore.resolvePrincipal({ type: p.type, name: p.name })))
+          return 'principal-unavailable';
+        break;
+      case 'role':
+        if (!(await identityStore.getRole(p.name))) return 'principal-unavailable';
+        break;
+    }
+    if (key !== undefined) {
+      if (isSessionKeyId(key)) {
+        if (!(await roleSessions.alive(key))) return 'role session ended';
+      } else {
+        const k = await identityStore.getAccessKey(key);
+        if (k?.status !== 'active' || k.owner.type !== p.type || k.owner.name !== p.name)
+          return 'access key unavailable';
+      }
+    }
+    return undefined;
+  }
 
   /** Audit is recorded before answering, but a failure to record does not fail the request. */
   async function audit(event: AuditEvent): Promise<void> {
@@ -809,8 +899,10 @@ export function createAuth(opts: AuthOptions): Auth {
       });
       throw locked;
     }
+    // Taken before anything is read: a change landing after it makes the tokens stale.
+    const revision = revocations.current();
     try {
-      const identity = await assumeRole(idToken, role);
+      const identity = { ...(await assumeRole(idToken, role)), revision };
       throttle.succeed(keys);
       await audit({
         type: 'authn',
@@ -889,12 +981,39 @@ export function createAuth(opts: AuthOptions): Auth {
     });
   }
 
+  const revokedError = () =>
+    new AuthError('invalid-token', 'invalid token: revoked; ask the token service for a new one', {
+      detail: 'revoked',
+    });
+
+  /** Remembers a revoked token until it expires, audits its first refusal, and answers the error. */
+  async function refuse(
+    token: string,
+    caller: Identity,
+    expiresAtMs: number,
+    why: string,
+    req: RequestInfo,
+  ): Promise<AuthError> {
+    if (refused.size >= maxVerifiedTokens) refused.delete(refused.keys().next().value as string);
+    refused.set(token, expiresAtMs);
+    await audit({
+      type: 'authn',
+      actor: actorOf(caller),
+      action: 'authn:Bearer',
+      decision: 'Deny',
+      reason: 'revoked',
+      ...reqFields(req),
+      detail: { why, ...(caller.accessKeyId !== undefined ? { accessKeyId: caller.accessKeyId } : {}) },
+    });
+    return revokedError();
+  }
+
   // ---- the facade ----
 
   return {
     enabled,
     identities: identityStore,
-    policies: policyStore,
+    policies,
     federation,
     audit: auditLog,
     tokens,
@@ -902,6 +1021,7 @@ export function createAuth(opts: AuthOptions): Auth {
     async start() {
       if (!enabled)
         log.warn(`auth is DISABLED (development mode): every request runs as "${devPrincipalName}"`);
+      await revocations.load();
       const swept = await roleSessions.sweep().catch((err) => {
         log.warn({ err }, 'could not sweep expired role sessions');
         return 0;
@@ -926,6 +1046,8 @@ export function createAuth(opts: AuthOptions): Auth {
 
     async authenticateBasic(username, secret, req) {
       if (!enabled) return devIdentity();
+      // Taken before anything is read: a change landing after it makes the tokens stale.
+      const revision = revocations.current();
       if (username === oidcUsername)
         return exchange(secret, req, undefined, 'authn:AssumeRoleWithWebIdentity');
 
@@ -958,6 +1080,7 @@ export function createAuth(opts: AuthOptions): Auth {
         const user = await identityStore.verifyPassword(username, secret);
         if (user) identity = identityOf(user, 'password');
       }
+      if (identity) identity = { ...identity, revision };
       if (!identity) {
         throttle.fail(keys);
         await audit({
@@ -1054,15 +1177,30 @@ export function createAuth(opts: AuthOptions): Auth {
       return identity;
     },
 
-    async authenticateBearer(token, _req) {
+    async authenticateBearer(token, req) {
       // Clients send the same token with every request for its whole life: its signature is
       // checked once, then it is a map lookup (a profile of manifest GETs with auth on showed
-      // ES256 verification costing more than the request itself). Expiry is still checked on
-      // every use; access tokens are never revoked early, so nothing else can change.
+      // ES256 verification costing more than the request itself). Expiry is checked on every
+      // use, revocation whenever anything was revoked since the token was last found live.
       const hit = verified.get(token);
       if (hit) {
-        if (now() < hit.expiresAtMs) return hit.caller;
-        verified.delete(token);
+        if (now() >= hit.expiresAtMs) verified.delete(token);
+        else if (hit.checkedAt === epoch) return hit.caller;
+        else {
+          const checkedAt = epoch;
+          const why = enabled ? await staleness(hit.caller) : undefined;
+          if (why === undefined) {
+            hit.checkedAt = checkedAt;
+            return hit.caller;
+          }
+          verified.delete(token);
+          throw await refuse(token, hit.caller, hit.expiresAtMs, why, req);
+        }
+      }
+      const refusedUntil = refused.get(token);
+      if (refusedUntil !== undefined) {
+        if (now() < refusedUntil) throw revokedError();
+        refused.delete(token);
       }
       let claims: Claims;
       try {
@@ -1080,13 +1218,18 @@ export function createAuth(opts: AuthOptions): Auth {
         throw new AuthError('invalid-token', 'invalid token: malformed', { detail: 'malformed' });
       const access = claims.access.map((e) => ({ type: e.type, name: e.name, actions: [...e.actions] }));
       const caller = Object.freeze({ ...identity, access });
+      const checkedAt = epoch;
+      const why = enabled ? await staleness(caller) : undefined;
+      if (why !== undefined) throw await refuse(token, caller, claims.exp * 1000, why, req);
       if (verified.size >= maxVerifiedTokens) verified.delete(verified.keys().next().value as string);
-      verified.set(token, { caller, expiresAtMs: claims.exp * 1000 });
+      verified.set(token, { caller, expiresAtMs: claims.exp * 1000, checkedAt });
       return caller;
     },
 
     async authenticateRefresh(refreshToken, req, o = {}) {
       if (!enabled) return devIdentity();
+      // Taken before anything is read: a change landing after it makes the tokens stale.
+      const revision = revocations.current();
       const keys = { address: req.sourceIp };
       const action = 'authn:RefreshToken';
       const locked = throttled(keys);
@@ -1152,7 +1295,7 @@ export function createAuth(opts: AuthOptions): Auth {
             detail: 'principal-unavailable',
           }),
         );
-      const identity = identityOf(principal, method, keyId);
+      const identity = { ...identityOf(principal, method, keyId), revision };
       throttle.succeed(keys);
       await audit({ type: 'authn', actor: actorOf(identity), action, decision: 'Allow', ...reqFields(req) });
       return identity;
@@ -1191,7 +1334,7 @@ export function createAuth(opts: AuthOptions): Auth {
     },
 
     anonymous() {
-      return enabled ? anonymousIdentity() : devIdentity();
+      return enabled ? { ...anonymousIdentity(), revision: revocations.current() } : devIdentity();
     },
 
     async grant(identity, scopes, req) {
@@ -1199,6 +1342,17 @@ export function createAuth(opts: AuthOptions): Auth {
       const context = requestContext(identity, req, undefined);
       const out: AccessEntry[] = [];
       for (const scope of scopes) {
+        if (scope.type === 'berth') {
+          // The admin API: granted to whoever some policy may allow an action of it.
+          const policies = await policyStore.policiesFor(identity.principal);
+          if (mayAllowAny(identity.principal, adminApiActions, policies))
+            out.push({ type: adminScope.type, name: adminScope.name, actions: ['*'] });
+          else {
+            out.push({ type: adminScope.type, name: adminScope.name, actions: [] });
+            await auditDeny(identity, 'admin:*', '*', implicitDenyDecision, req, { scope: adminScopeText });
+          }
+          continue;
+        }
         if (scope.type === 'registry') {
           if (scope.name !== 'catalog') continue;
           const resource = 'repository/*';
@@ -1375,5 +1529,8 @@ export function createAuth(opts: AuthOptions): Auth {
     jwks: () => tokens.jwks(),
 
     revokeSessions: (subject) => tokens.revokeAllForSubject(subject),
+
+    revokeRoleSessions: (match) =>
+      revokeRoleSessions((s) => match({ role: s.role, sessionName: s.sessionName })),
   };
 }

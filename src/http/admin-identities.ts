@@ -21,6 +21,7 @@ import {
   noContent,
   notFound,
   nullable,
+  oneOf,
   pageParams,
   pathName,
   required,
@@ -397,6 +398,16 @@ export function identityRoutes(app: Hono<AppEnv>, kit: Kit): void {
   ];
   const ownerResource = (o: AccessKeyOwner) => `${o.type}/${o.name}`;
 
+  /** The key named in the path, if it belongs to the owner named there. */
+  async function ownKey(o: AccessKeyOwner, id: string) {
+    const key = /^[A-Z0-9]{1,64}$/.test(id) ? await ids.getAccessKey(id) : undefined;
+    if (!key || key.owner.type !== o.type || key.owner.name !== o.name)
+      throw notFound(
+        `access key ${JSON.stringify(id)} of ${o.type} ${JSON.stringify(o.name)} does not exist`,
+      );
+    return key;
+  }
+
   for (const { path, owner } of keyOwners) {
     app.get(
       `/${path}/:name/access-keys`,
@@ -424,6 +435,28 @@ export function identityRoutes(app: Hono<AppEnv>, kit: Kit): void {
       ),
     );
 
+    app.patch(
+      `/${path}/:name/access-keys/:id`,
+      op(
+        {
+          action: 'admin:UpdateAccessKey',
+          change: true,
+          body: { status: required(oneOf(['active', 'inactive'] as const)) },
+          resource: (c) => ownerResource(owner(c)),
+        },
+        async ({ c, body: b, note }) => {
+          const o = owner(c);
+          const id = c.req.param('id') ?? '';
+          note({ accessKeyId: id.slice(0, 64), status: b.status });
+          await ownKey(o, id);
+          const key = await ids.updateAccessKey(id, { status: b.status });
+          // Sessions the key opened must not outlive it.
+          if (key.status === 'inactive') await revoke(c, ownerResource(o));
+          return json(c, key);
+        },
+      ),
+    );
+
     app.delete(
       `/${path}/:name/access-keys/:id`,
       op(
@@ -432,11 +465,7 @@ export function identityRoutes(app: Hono<AppEnv>, kit: Kit): void {
           const o = owner(c);
           const id = c.req.param('id') ?? '';
           note({ accessKeyId: id.slice(0, 64) });
-          const key = /^[A-Z0-9]{1,64}$/.test(id) ? await ids.getAccessKey(id) : undefined;
-          if (!key || key.owner.type !== o.type || key.owner.name !== o.name)
-            throw notFound(
-              `access key ${JSON.stringify(id)} of ${o.type} ${JSON.stringify(o.name)} does not exist`,
-            );
+          await ownKey(o, id);
           await ids.deleteAccessKey(id);
           // Sessions the key opened must not outlive it.
           await revoke(c, ownerResource(o));

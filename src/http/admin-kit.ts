@@ -448,13 +448,19 @@ export interface Kit {
   op<S extends Shape = {}>(spec: Op<S>, run: (x: OpContext<Parsed<S>>) => Promise<Response>): Handler<AppEnv>;
 }
 
-function challenges(c: Context<AppEnv>, deps: AdminDeps, invalidToken: boolean): string[] {
+function challenges(
+  c: Context<AppEnv>,
+  deps: AdminDeps,
+  error: 'invalid_token' | 'insufficient_scope' | undefined,
+): string[] {
   const origin = c.get('origin') || new URL(c.req.url).origin;
   const realm = deps.bearerRealm?.(c) ?? `${origin}/token`;
   const service = deps.bearerService ?? 'berth';
   const quote = (s: string) => `"${s.replace(/["\\]/g, '\\$&')}"`;
-  const bearer = `Bearer realm=${quote(realm)},service=${quote(service)}${invalidToken ? ',error="invalid_token"' : ''}`;
-  return ['Basic realm="berth", charset="UTF-8"', bearer];
+  const params = [`realm=${quote(realm)}`, `service=${quote(service)}`];
+  if (deps.bearerScope !== undefined) params.push(`scope=${quote(deps.bearerScope)}`);
+  if (error !== undefined) params.push(`error="${error}"`);
+  return ['Basic realm="berth", charset="UTF-8"', `Bearer ${params.join(',')}`];
 }
 
 export function createKit(deps: AdminDeps): Kit {
@@ -469,19 +475,26 @@ export function createKit(deps: AdminDeps): Kit {
         throw new ApiError('TOO_MANY_REQUESTS', 'too many failed sign-in attempts; try again later', {
           headers: { 'Retry-After': String(Math.max(1, Math.ceil(retry))) },
         });
-      if (err instanceof AuthError)
+      if (err instanceof AuthError) {
+        const error =
+          err.reason !== 'invalid-token'
+            ? undefined
+            : err.detail === 'insufficient-scope'
+              ? 'insufficient_scope'
+              : 'invalid_token';
         throw new ApiError('UNAUTHORIZED', err.message || 'authentication failed', {
-          headers: { 'WWW-Authenticate': challenges(c, deps, err.reason === 'invalid-token') },
+          headers: { 'WWW-Authenticate': challenges(c, deps, error) },
         });
+      }
       if (err instanceof TokenError)
         throw new ApiError('UNAUTHORIZED', 'the bearer token is invalid or expired', {
-          headers: { 'WWW-Authenticate': challenges(c, deps, true) },
+          headers: { 'WWW-Authenticate': challenges(c, deps, 'invalid_token') },
         });
       throw err;
     }
     if (!caller)
       throw new ApiError('UNAUTHORIZED', 'authentication required', {
-        headers: { 'WWW-Authenticate': challenges(c, deps, presentedBearer) },
+        headers: { 'WWW-Authenticate': challenges(c, deps, presentedBearer ? 'invalid_token' : undefined) },
       });
     return caller;
   }

@@ -2,7 +2,8 @@
 //
 //   app.route(adminApiBase, createAdminApi(deps))
 //
-// Every route authenticates the caller (401 with Basic and Bearer challenges), authorizes one
+// Every route authenticates the caller (401 with Basic and Bearer challenges; a Bearer token must
+// have been issued for scope berth:admin:*, which the challenge names), authorizes one
 // admin action of the catalog on a resource (403 with a reason code, audited), and audits every
 // change with its outcome. Errors have one shape: { error: { code, message, reason?, details? } }.
 //
@@ -86,6 +87,8 @@ export interface AdminDeps<C extends AdminCaller = AdminCaller> {
   bearerRealm?(c: Context<AppEnv>): string;
   /** The Bearer challenge's service; default `berth`. */
   readonly bearerService?: string;
+  /** The scope a Bearer token must carry, named in the challenge (`berth:admin:*`). */
+  readonly bearerScope?: string;
 }
 
 export function createAdminApi<C extends AdminCaller>(deps: AdminDeps<C>, runner?: Runner): Hono<AppEnv> {

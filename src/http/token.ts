@@ -168,7 +168,7 @@ export function tokenRoutes(opts: TokenRoutesOptions) {
         .filter((a) => a.actions.length > 0)
         .map((a) =>
           formatScope({
-            type: a.type === 'registry' ? 'registry' : 'repository',
+            type: a.type as Scope['type'],
             name: a.name,
             actions: a.actions as Scope['actions'],
           }),

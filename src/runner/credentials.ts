@@ -5,8 +5,10 @@
 // and the AWS SDKs (or curl) fetch short-lived credentials for the role from there. The token is
 // the only proof: it is unguessable, bound to one task id, compared in constant time, and dies
 // with the task, so a task can never read another task's credentials. It is kept in the task's
-// record (encrypted at rest), so tasks adopted after a restart keep working; the credentials
-// themselves are minted per request and never stored.
+// record (encrypted at rest), so tasks adopted after a restart keep working. The credentials are
+// minted per request as role sessions named for the task (`ecs-task-<id>`), and they die with the
+// task too: when it reaches STOPPED every session minted for it is revoked, and at start every
+// session of a task that no longer runs (one that stopped while berth was down) is.
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 
 export const credentialsPathPrefix = '/v1/task-credentials/';
@@ -22,6 +24,19 @@ export interface ContainerCredentials {
 }
 
 export type MintCredentials = (roleArn: string, sessionName: string) => Promise<ContainerCredentials>;
+
+/** Ends the credentials minted for every session name `stale` picks; answers how many ended. */
+export type RevokeCredentials = (stale: (sessionName: string) => boolean) => Promise<number>;
+
+const sessionPrefix = 'ecs-task-';
+
+/** The role session name of a task's credentials. */
+export const taskSessionName = (taskId: string) => `${sessionPrefix}${taskId}`;
+
+/** The task id a session name of taskSessionName stands for, or undefined for any other name. */
+export function sessionTaskId(sessionName: string): string | undefined {
+  return sessionName.startsWith(sessionPrefix) ? sessionName.slice(sessionPrefix.length) : undefined;
+}
 
 export class CredentialsError extends Error {
   override name = 'CredentialsError';
@@ -53,6 +68,8 @@ export function credentialsEnv(baseUrl: string, taskId: string, token: string): 
 export interface TaskCredentialsSource {
   /** The role and token of a running task, or undefined when there is no such running task. */
   lookup(taskId: string): { roleArn?: string; token?: string; running: boolean } | undefined;
+  /** Ends the credentials minted under a session name. */
+  revoke?(sessionName: string): Promise<unknown>;
 }
 
 /** Answers one credentials request: the task's token must match, the task must be running. */
@@ -69,5 +86,11 @@ export async function taskCredentials(
   if (!t?.token || !sameToken(authorization, t.token)) throw new CredentialsError(403, 'invalid task token');
   if (!t.running) throw new CredentialsError(403, 'the task is not running');
   if (!t.roleArn) throw new CredentialsError(404, 'the task has no taskRoleArn');
-  return mint(t.roleArn, `ecs-task-${taskId}`);
+  const creds = await mint(t.roleArn, taskSessionName(taskId));
+  // The task may have stopped while they were minted, after its sessions were revoked.
+  if (!source.lookup(taskId)?.running) {
+    await source.revoke?.(taskSessionName(taskId));
+    throw new CredentialsError(403, 'the task is not running');
+  }
+  return creds;
 }

@@ -15,7 +15,10 @@ import {
   credentialsEnv,
   type MintCredentials,
   newTaskToken,
+  type RevokeCredentials,
+  sessionTaskId,
   taskCredentials,
+  taskSessionName,
 } from './credentials.ts';
 import { createEcsApi, type EcsApi } from './ecs-api.ts';
 import { EcsError } from './ecs-protocol.ts';
@@ -77,6 +80,8 @@ export interface RunnerOptions {
   serveCredentials?: (host: string) => Promise<{ port: number; close(): Promise<void> }>;
   /** Host paths and host network the operator allows (default: neither). */
   hostAccess?: HostAccessPolicy;
+  /** Ends credentials mintCredentials issued, by session name: a task's die when it stops. */
+  revokeCredentials?: RevokeCredentials;
   /** Where a running executor is not wanted (tests of the API alone); default: create one. */
   executor?: Executor;
   /** The host range every task's ids 0-65535 map to (runner.userNamespace.hostIdStart). */
@@ -213,6 +218,17 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
   const catalog = createCatalog({ storage, region, accountId, admit: (spec) => hostAccess.admit(spec) });
   /** Per-task credentials tokens, kept with the task record. */
   const tokens = new Map<string, string>();
+
+  /** Ends the credentials minted for sessions `stale` picks; a failure is logged, never thrown. */
+  async function revokeCredentials(stale: (sessionName: string) => boolean, why: string): Promise<void> {
+    if (!opts.revokeCredentials) return;
+    try {
+      const ended = await opts.revokeCredentials(stale);
+      if (ended > 0) log.info({ ended, why }, 'revoked task role credentials');
+    } catch (err) {
+      log.error({ err, why }, 'could not revoke task role credentials');
+    }
+  }
 
   const records = createRecords<StoredTask>(storage, '/runner/tasks');
 
@@ -362,7 +378,11 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
       return env;
     },
     onStopped: (task) => {
-      tokens.delete(task.taskArn.slice(task.taskArn.lastIndexOf('/') + 1));
+      const id = task.taskArn.slice(task.taskArn.lastIndexOf('/') + 1);
+      tokens.delete(id);
+      // Credentials the task already fetched die with it, not at their expiry.
+      const session = taskSessionName(id);
+      void revokeCredentials((name) => name === session, `task ${id} stopped`);
     },
   });
 
@@ -514,9 +534,10 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
                 roleArn: (stored.task.overrides.taskRoleArn ?? stored.definition.taskRoleArn) as string,
               }),
               ...(token !== undefined && { token }),
-              running: stored.task.desiredStatus === 'RUNNING',
+              running: stored.task.desiredStatus === 'RUNNING' && stored.task.lastStatus !== 'STOPPED',
             };
           },
+          revoke: (session) => revokeCredentials((name) => name === session, 'minted as the task stopped'),
         },
         opts.mintCredentials,
         taskId,
@@ -548,6 +569,14 @@ export async function createRunner(opts: RunnerOptions): Promise<Runner> {
         await bridgeCredentialsBaseUrl().catch((err) =>
           log.error({ err }, 'task credentials for bridge tasks'),
         );
+      // Credentials of tasks that stopped while berth was down (or whose revocation a crash cut
+      // short) die now. Tasks reconciliation is still stopping revoke theirs when they reach STOPPED.
+      await revokeCredentials((name) => {
+        const id = sessionTaskId(name);
+        if (id === undefined) return false;
+        const t = tasks.storedById(id)?.task;
+        return t === undefined || t.lastStatus === 'STOPPED';
+      }, 'their tasks no longer run');
       await services.start();
       await hooks.start();
       await webhooks.start();

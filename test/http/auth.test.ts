@@ -482,8 +482,15 @@ describe('the admin API behind real auth', () => {
       json({ name: 'bob', password: 'bob-password-1' }, { Authorization: admin }),
     );
     expect(created.status).toBe(201);
-    // A registry token works as well as Basic credentials.
-    const t = await token(admin);
+    // A registry token is no admin credential: 401, and the challenge names the scope to ask for.
+    const registryToken = await token(admin, 'repository:team/app:pull');
+    const notForAdmin = await h.request('/api/v1/users', { headers: bearer(registryToken) });
+    expect(notForAdmin.status).toBe(401);
+    expect(notForAdmin.headers.get('WWW-Authenticate')).toContain(
+      'scope="berth:admin:*",error="insufficient_scope"',
+    );
+    // A token issued for the admin API works as well as Basic credentials.
+    const t = await token(admin, 'berth:admin:*');
     const list = await h.request('/api/v1/users', { headers: bearer(t) });
     expect(list.status).toBe(200);
     expect(((await list.json()) as { items: { name: string }[] }).items.map((u) => u.name)).toEqual([
@@ -497,6 +504,12 @@ describe('the admin API behind real auth', () => {
     );
     expect(refused.status).toBe(403);
     expect(await refused.json()).toMatchObject({ error: { code: 'FORBIDDEN', reason: 'no_allow' } });
+    // Nobody allows alice an admin action: the token service leaves the scope out of her token's
+    // grant, and the admin API says so rather than asking for the same token again.
+    const aliceAdmin = await token(basic('alice', 'alice-password'), 'berth:admin:*');
+    const aliceList = await h.request('/api/v1/users', { headers: bearer(aliceAdmin) });
+    expect(aliceList.status).toBe(403);
+    expect(await aliceList.json()).toMatchObject({ error: { code: 'FORBIDDEN', reason: 'no_allow' } });
     expect((await h.request('/api/v1/users')).status).toBe(401);
     const audit = await h.auth.audit.query({ type: 'admin' });
     expect(audit.entries.some((e) => e.actor === 'user/admin' && e.action === 'admin:CreateUser')).toBe(true);

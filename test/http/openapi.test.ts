@@ -563,6 +563,14 @@ describe('a scripted admin and runner session', () => {
     // Access keys.
     const key = await call('POST', `${v1}/users/alice/access-keys`);
     await call('GET', `${v1}/users/alice/access-keys`);
+    const deactivated = await call('PATCH', `${v1}/users/alice/access-keys/${key.json.id}`, {
+      body: { status: 'inactive' },
+    });
+    expect(deactivated.json.status).toBe('inactive');
+    expect(
+      (await call('PATCH', `${v1}/users/alice/access-keys/${key.json.id}`, { body: { status: 'off' } }))
+        .status,
+    ).toBe(400);
     await call('DELETE', `${v1}/users/alice/access-keys/${key.json.id}`);
     expect((await call('DELETE', `${v1}/users/alice/access-keys/${key.json.id}`)).status).toBe(404);
 
@@ -578,6 +586,16 @@ describe('a scripted admin and runner session', () => {
     const third = await call('POST', `${v1}/service-accounts/ci/access-keys`);
     expect(third.json.error.code).toBe('LIMIT_EXCEEDED');
     await call('GET', `${v1}/service-accounts/ci/access-keys`);
+    await call('PATCH', `${v1}/service-accounts/ci/access-keys/${ciKey.json.id}`, {
+      body: { status: 'inactive' },
+    });
+    expect(
+      (
+        await call('PATCH', `${v1}/service-accounts/ci/access-keys/BKNOSUCHKEY`, {
+          body: { status: 'active' },
+        })
+      ).status,
+    ).toBe(404);
     await call('DELETE', `${v1}/service-accounts/ci/access-keys/${ciKey.json.id}`);
 
     // Roles.

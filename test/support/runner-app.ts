@@ -82,6 +82,7 @@ export async function startRunnerApp(opts: {
     mintCredentials: (role, session) => auth.roleCredentials(role, session),
     decideAs: async (principal, action, resource) =>
       (await auth.authorizeAs(principal, action, resource)).effect === 'Allow',
+    revokeCredentials: (stale) => auth.revokeRoleSessions((s) => stale(s.sessionName)),
   });
   runner = started;
   await started.start();
