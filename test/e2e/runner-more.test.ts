@@ -692,8 +692,8 @@ describe.skipIf(why)('the task runner: roles, secrets, logs, webhooks, restarts'
     expect(adopted.startedAt).toEqual(before.find((t) => t.taskArn === survivor)!.startedAt);
 
     // Task roles carry across the restart: the adopted task's token still fetches credentials
-    // (credentials berth minted before the restart are gone with its memory; the SDK gets new
-    // ones from here), and the replacement started by the restarted berth has its own endpoint.
+    // (those minted before the restart are stored and stay valid while the task runs), and the
+    // replacement started by the restarted berth has its own endpoint.
     const again = await fetchCredentials(survivorUri, survivorToken);
     expect(again.status, JSON.stringify(again.body)).toBe(200);
     const { AccessKeyId: id, SecretAccessKey: secret } = again.body as {
