@@ -17,6 +17,7 @@ packages=(
   procps                  # sysctl: the runner sets a bridge task's namespace sysctls from the host side
   awscli                  # the real `aws ecs` CLI, driven against berth's ECS endpoint in the tests
   python3                 # test/support/syn-probe.py: the raw SYN of the loopback attack (AF_PACKET)
+  gcc libc6-dev           # the container-escape attacks build a static ICMP probe for the task image
 )
 
 missing=()

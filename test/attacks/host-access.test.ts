@@ -767,8 +767,9 @@ describe.skipIf(why)('attacks 1 and 5: host paths, host network and the loopback
             image: `${berth2.hostPort}/team/app@${digest2}`,
             memory: 32,
             stopTimeout: 2,
+            // It stays up: a task's credentials die with it, and they are tried below.
             command: sh(
-              '/bin/busybox wget -q -O- --header "Authorization: $AWS_CONTAINER_AUTHORIZATION_TOKEN" "$AWS_CONTAINER_CREDENTIALS_FULL_URI"; echo; echo FETCHED',
+              '/bin/busybox wget -q -O- --header "Authorization: $AWS_CONTAINER_AUTHORIZATION_TOKEN" "$AWS_CONTAINER_CREDENTIALS_FULL_URI"; echo; echo FETCHED; exec /bin/busybox sleep 600',
             ),
           },
         ],

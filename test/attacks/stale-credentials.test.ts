@@ -37,6 +37,7 @@ import {
   berthLogTail,
   ecsClient,
   pushImage,
+  removeSuiteBridge,
   runnerPrerequisitesMissing,
   suiteNetwork,
   until as untilWith,
@@ -391,7 +392,8 @@ describe('attack 7 and 2: no credential outlives its identity or its task', () =
     await berth?.stop();
     await tools?.cleanup();
     rmSync(dataDir, { recursive: true, force: true });
-    await run('ip', ['link', 'del', bridge]).catch(() => undefined);
+    // The bridge and berth's guard chains for it (containers outlive berth, so berth leaves them).
+    await removeSuiteBridge(bridge);
   }, 240_000);
 
   it('7: a deleted user keeps no power on /v2, /ecs or /api/v1 through any token it was given', async () => {

@@ -20,6 +20,7 @@ import {
   berthLogTail,
   ecsClient,
   pushImage,
+  removeSuiteBridge,
   runnerPrerequisitesMissing,
   suiteNetwork,
   until as untilWith,
@@ -29,7 +30,7 @@ import { taskIdOf, taskKit } from '../support/task-kit.ts';
 const why = runnerPrerequisitesMissing();
 if (why) console.warn(`runner volumes e2e SKIPPED: ${why}`);
 
-const { bridge, subnet } = suiteNetwork('iso', 90);
+const { bridge, subnet } = suiteNetwork('vol', 88);
 const dataDir = mkdtempSync(join(tmpdir(), 'berth-volumes-'));
 const volumes = join(dataDir, 'runner', 'volumes');
 /** berth's default: this berth runs with no user namespace setting of its own. */
@@ -80,6 +81,7 @@ describe.skipIf(why)('berth-managed volumes', () => {
     await berth?.stop();
     await tools?.cleanup();
     rmSync(dataDir, { recursive: true, force: true });
+    await removeSuiteBridge(bridge);
   }, 120_000);
 
   it.each([

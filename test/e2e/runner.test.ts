@@ -121,9 +121,20 @@ describe.skipIf(why)('the task runner with real containers', () => {
           })
           .catch(() => {});
       }
+      // Until every task is STOPPED, not only no longer meant to run: a berth stopped mid-stop
+      // leaves the rest of the stop (mounts, namespaces) to its next start.
       await until(
         'all tasks to stop',
-        async () => ((await runningTasks('web')).length === 0 ? true : undefined),
+        async () => {
+          const list = async (desiredStatus: 'RUNNING' | 'STOPPED') =>
+            (await ecs.send(new ListTasksCommand({ cluster: 'default', desiredStatus }))).taskArns ?? [];
+          if ((await list('RUNNING')).length > 0) return undefined;
+          const stopping = await list('STOPPED');
+          if (stopping.length === 0) return true;
+          const tasks = (await ecs.send(new DescribeTasksCommand({ cluster: 'default', tasks: stopping })))
+            .tasks;
+          return tasks?.every((t) => t.lastStatus === 'STOPPED') ? true : undefined;
+        },
         90_000,
       ).catch(() => {});
     }
