@@ -10,7 +10,6 @@
 //      accepted without the operator allowing it, a 50 MiB JWKS was read whole, a silent issuer
 //      failed without telling the operator why; webhook receivers over plain http were accepted,
 //      a trickling one held an attempt forever and a huge answer was read to its end.
-import { execFile, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -22,8 +21,9 @@ import { ECSClient, ListClustersCommand } from '@aws-sdk/client-ecs';
 import { generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadOrCreateTls } from '../../src/tls.ts';
+import { awsCli, awsCliPresent } from '../support/aws-cli.ts';
 import { type RunningBerth, startBerth } from '../support/berth.ts';
-import { type HttpsReply, httpsClient } from '../support/https.ts';
+import { httpsClient } from '../support/https.ts';
 import { type OidcIssuer, startOidcIssuer } from '../support/oidc-issuer.ts';
 import { adminAccessKey, berthLogTail, ecsClient, until } from '../support/runner-kit.ts';
 
@@ -54,23 +54,8 @@ async function stopBerth(berth: RunningBerth): Promise<void> {
 
 /** A request to berth from a socket bound to `from` (a 127/8 address), trusting berth's CA. */
 function fromAddress(berth: RunningBerth, from: string) {
-  const ca = readFileSync(berth.caPath);
-  return (path: string, headers: Record<string, string> = {}) =>
-    new Promise<HttpsReply>((resolve, reject) => {
-      const req = httpsRequest(
-        new URL(path, berth.url),
-        { method: 'GET', headers, ca, localAddress: from, agent: false },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () =>
-            resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }),
-          );
-        },
-      );
-      req.on('error', reject);
-      req.end();
-    });
+  const client = httpsClient(berth.url, berth.caPath, undefined, { localAddress: from });
+  return (path: string, headers: Record<string, string> = {}) => client(path, { headers });
 }
 
 const basic = (user: string, password: string) => ({
@@ -284,35 +269,10 @@ describe('attacks 8 and 9: sign-in throttling and SigV4', () => {
         const home = mkdtempSync(join(tmpdir(), 'berth-awscli-'));
         cleanups.push(() => rmSync(home, { recursive: true, force: true }));
         const aws = () =>
-          new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-            execFile(
-              'aws',
-              [
-                'ecs',
-                'list-clusters',
-                '--endpoint-url',
-                `${berth.url}/ecs`,
-                '--region',
-                'us-east-1',
-                '--output',
-                'json',
-              ],
-              {
-                env: {
-                  PATH: process.env['PATH'] ?? '/usr/bin:/bin',
-                  HOME: home,
-                  AWS_ACCESS_KEY_ID: key.id,
-                  AWS_SECRET_ACCESS_KEY: key.secret,
-                  AWS_CA_BUNDLE: berth.caPath,
-                  AWS_EC2_METADATA_DISABLED: 'true',
-                  AWS_MAX_ATTEMPTS: '1',
-                  AWS_PAGER: '',
-                },
-                timeout: 120_000,
-              },
-              (err, stdout, stderr) =>
-                resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-            ),
+          awsCli(
+            // One attempt each: a refused signature must show, not be retried away.
+            { endpoint: `${berth.url}/ecs`, caPath: berth.caPath, key, home, env: { AWS_MAX_ATTEMPTS: '1' } },
+            ['ecs', 'list-clusters'],
           );
         for (let round = 0; round < 2; round++) {
           const runs = await Promise.all([aws(), aws(), aws(), aws()]);
@@ -329,11 +289,6 @@ describe('attacks 8 and 9: sign-in throttling and SigV4', () => {
     );
   });
 });
-
-/** Synchronous on purpose: it decides whether a case is declared. */
-function awsCliPresent(): boolean {
-  return spawnSync('aws', ['--version']).status === 0;
-}
 
 describe('attack 10: outbound fetches for OIDC and webhooks are bounded', () => {
   let berth: RunningBerth;

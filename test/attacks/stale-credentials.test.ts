@@ -12,10 +12,9 @@
 // tokens from its /token endpoint, /v2 requests over HTTPS, /ecs driven by @aws-sdk/client-ecs
 // and the aws CLI signing with the access keys and task credentials, tasks under runc with an
 // image pushed by buildah. Each case fails against c79f748, where those credentials kept working.
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { Agent, request } from 'node:https';
+import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -29,6 +28,7 @@ import {
   type Task,
 } from '@aws-sdk/client-ecs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { awsCli, awsCliPresent } from '../support/aws-cli.ts';
 import { type RunningBerth, startBerth } from '../support/berth.ts';
 import { type ContainerTools, containerTools } from '../support/containers.ts';
 import { httpsClient } from '../support/https.ts';
@@ -46,9 +46,7 @@ import { run } from '../support/tools.ts';
 
 const noRunner = runnerPrerequisitesMissing();
 if (noRunner) console.warn(`stale-credentials: the task cases (attack 2) are SKIPPED: ${noRunner}`);
-const hasAwsCli = await new Promise<boolean>((resolve) =>
-  execFile('aws', ['--version'], (err) => resolve(!err)),
-);
+const hasAwsCli = awsCliPresent();
 
 // Tasks here use networkMode none; the bridge is named anyway so nothing of berth0 is touched.
 const { bridge, subnet } = suiteNetwork('rev', 93);
@@ -133,21 +131,10 @@ let probes = 0;
 const probeAddress = () => `127.0.0.${10 + (probes++ % 240)}`;
 
 /** One request to berth from a fresh loopback address: its status and WWW-Authenticate. */
-function probe(path: string, headers: Record<string, string>, method = 'GET', body?: string) {
-  return new Promise<{ status: number; challenge: string }>((resolve, reject) => {
-    const req = request(
-      new URL(path, berth.url),
-      { method, headers, ca: readFileSync(berth.caPath), localAddress: probeAddress() },
-      (res) => {
-        res.resume();
-        res.on('end', () =>
-          resolve({ status: res.statusCode!, challenge: String(res.headers['www-authenticate'] ?? '') }),
-        );
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
+async function probe(path: string, headers: Record<string, string>, method = 'GET', body?: string) {
+  const client = httpsClient(berth.url, berth.caPath, undefined, { localAddress: probeAddress() });
+  const r = await client(path, { method, headers, ...(body !== undefined && { body }) });
+  return { status: r.status, challenge: String(r.headers['www-authenticate'] ?? '') };
 }
 
 /** The status of a manifest GET on /v2 with this Authorization. */
@@ -190,35 +177,11 @@ async function listClusters(creds: { id: string; secret: string; sessionToken?: 
 }
 
 /** `aws ecs list-clusters` signed with an access key: its exit code and stderr. */
-function awsListClusters(key: { id: string; secret: string }): Promise<{ code: number; stderr: string }> {
-  return new Promise((resolve) =>
-    execFile(
-      'aws',
-      [
-        'ecs',
-        'list-clusters',
-        '--endpoint-url',
-        `${berth.url}/ecs`,
-        '--region',
-        'us-east-1',
-        '--output',
-        'json',
-      ],
-      {
-        env: {
-          PATH: process.env['PATH'] ?? '/usr/bin:/bin',
-          HOME: dataDir,
-          AWS_ACCESS_KEY_ID: key.id,
-          AWS_SECRET_ACCESS_KEY: key.secret,
-          AWS_CA_BUNDLE: berth.caPath,
-          AWS_EC2_METADATA_DISABLED: 'true',
-          AWS_PAGER: '',
-        },
-        timeout: 120_000,
-      },
-      (err, _stdout, stderr) => resolve({ code: err ? 1 : 0, stderr }),
-    ),
-  );
+function awsListClusters(key: { id: string; secret: string }) {
+  return awsCli({ endpoint: `${berth.url}/ecs`, caPath: berth.caPath, key, home: dataDir }, [
+    'ecs',
+    'list-clusters',
+  ]);
 }
 
 /** A user with a password, one policy of these statements, and an access key. */

@@ -3,7 +3,6 @@
 // cluster and task definition operation end to end, and the task and service operations reaching
 // the TaskManager and ServiceScheduler contracts (small recording implementations here; the real
 // ones get their own end-to-end suite) with the answers read back through the SDK's deserializers.
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { Agent, request as httpsRequest } from 'node:https';
@@ -58,6 +57,7 @@ import type {
 } from '../../src/runner/model.ts';
 import { checked, createMemoryDriver } from '../../src/storage/index.ts';
 import { loadOrCreateTls } from '../../src/tls.ts';
+import { awsCli as awsCliAt, awsCliPresent } from '../support/aws-cli.ts';
 
 const REGION = 'us-east-1';
 const ACCOUNT = '000000000000';
@@ -1152,32 +1152,10 @@ describe('services', () => {
 
 // --- the aws CLI --------------------------------------------------------------------------------------------
 
-function awsCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      'aws',
-      [...args, '--endpoint-url', endpoint, '--region', REGION, '--output', 'json'],
-      {
-        env: {
-          PATH: process.env['PATH'] ?? '/usr/bin:/bin',
-          HOME: dataDir,
-          AWS_ACCESS_KEY_ID: adminKey.id,
-          AWS_SECRET_ACCESS_KEY: adminKey.secret,
-          AWS_CA_BUNDLE: caPath,
-          AWS_EC2_METADATA_DISABLED: 'true',
-          AWS_PAGER: '',
-        },
-        timeout: 120_000,
-      },
-      (err, stdout, stderr) =>
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
+const awsCli = (args: string[]) =>
+  awsCliAt({ endpoint, caPath, key: adminKey, home: dataDir, region: REGION }, args);
 
-const hasAwsCli = await new Promise<boolean>((resolve) =>
-  execFile('aws', ['--version'], (err) => resolve(!err)),
-);
+const hasAwsCli = awsCliPresent();
 if (!hasAwsCli) console.log('test/http/ecs.test.ts: skipping the aws CLI case: `aws` is not installed');
 
 describe.skipIf(!hasAwsCli)('the aws CLI', () => {

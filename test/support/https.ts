@@ -10,9 +10,15 @@ export interface HttpsReply {
 
 /**
  * Requests carry `authorization` (e.g. berth's admin credentials from startBerth) unless a call
- * sets its own Authorization header.
+ * sets its own Authorization header. `localAddress` binds the client's socket to an address of the
+ * host's own (any of 127/8), so a suite can speak from several source addresses.
  */
-export function httpsClient(base: string, caPath: string, authorization?: string) {
+export function httpsClient(
+  base: string,
+  caPath: string,
+  authorization?: string,
+  socket: { localAddress?: string } = {},
+) {
   const ca = readFileSync(caPath);
   return (
     path: string,
@@ -25,6 +31,7 @@ export function httpsClient(base: string, caPath: string, authorization?: string
           method: opts.method ?? 'GET',
           headers: { ...(authorization && { Authorization: authorization }), ...opts.headers },
           ca,
+          ...(socket.localAddress !== undefined && { localAddress: socket.localAddress }),
         },
         (res) => {
           const chunks: Buffer[] = [];
