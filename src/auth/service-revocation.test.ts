@@ -1,8 +1,5 @@
-// Revocation through the auth facade: every change that can narrow a principal's rights ends the
-// tokens issued before it on their next use; changes that only widen end nothing; role sessions
-// end on demand; and nothing comes back across a restart.
-import { createHash, createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { signedEcsRequest } from '../../test/support/sigv4-request.ts';
 import { silentLogger } from '../log.ts';
 import { checked, createMemoryDriver } from '../storage/index.ts';
 import { parseScopes } from './scope.ts';
@@ -14,7 +11,7 @@ import {
   type Identity,
   type RequestInfo,
 } from './service.ts';
-import { canonicalRequest, deriveSigningKey, SigV4Error, type SigV4Request, stringToSign } from './sigv4.ts';
+import { SigV4Error } from './sigv4.ts';
 
 const T0 = Date.parse('2025-06-01T00:00:00Z');
 const req: RequestInfo = { sourceIp: '192.0.2.7', requestId: 'req-1', secure: true };
@@ -292,34 +289,6 @@ describe('the admin scope', () => {
   });
 });
 
-function signedRequest(keyId: string, secret: string, t: number, sessionToken: string): SigV4Request {
-  const amzDate = new Date(Math.floor(t / 1000) * 1000)
-    .toISOString()
-    .replace(/[-:]/g, '')
-    .replace(/\.\d{3}/, '');
-  const day = amzDate.slice(0, 8);
-  const headers: Record<string, string> = {
-    host: 'berth.test',
-    'content-type': 'application/x-amz-json-1.1',
-    'x-amz-date': amzDate,
-    'x-amz-target': 'AmazonEC2ContainerServiceV20141113.ListClusters',
-    'x-amz-security-token': sessionToken,
-  };
-  const signedHeaders = Object.keys(headers).sort();
-  const bytes = new TextEncoder().encode('{}');
-  const canonical = canonicalRequest({
-    method: 'POST',
-    path: '/ecs/',
-    query: '',
-    headers,
-    signedHeaders,
-    payloadHash: createHash('sha256').update(bytes).digest('hex'),
-  });
-  const scope = `${day}/us-east-1/ecs/aws4_request`;
-  const signature = createHmac('sha256', deriveSigningKey(secret, day, 'us-east-1', 'ecs'))
-    .update(stringToSign(amzDate, scope, canonical))
-    .digest('hex');
-  headers['authorization'] =
-    `AWS4-HMAC-SHA256 Credential=${keyId}/${scope}, SignedHeaders=${signedHeaders.join(';')}, Signature=${signature}`;
-  return { method: 'POST', path: '/ecs/', query: '', headers, body: bytes };
+function signedRequest(keyId: string, secret: string, t: number, sessionToken: string) {
+  return signedEcsRequest({ keyId, secret, t, region: 'us-east-1', sessionToken });
 }

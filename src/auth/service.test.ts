@@ -1,6 +1,6 @@
-import { createHash, createHmac } from 'node:crypto';
 import { type CryptoKey, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
+import { signedEcsRequest } from '../../test/support/sigv4-request.ts';
 import { silentLogger } from '../log.ts';
 import { checked, createMemoryDriver } from '../storage/index.ts';
 import { AuthStoreError } from './identities.ts';
@@ -16,14 +16,7 @@ import {
   type RequestInfo,
   sessionClaims,
 } from './service.ts';
-import {
-  canonicalRequest,
-  deriveSigningKey,
-  SigV4Error,
-  type SigV4Request,
-  sigV4Messages,
-  stringToSign,
-} from './sigv4.ts';
+import { SigV4Error, sigV4Messages } from './sigv4.ts';
 import type { Jwk } from './tokens.ts';
 
 const T0 = Date.parse('2025-06-01T00:00:00Z');
@@ -330,46 +323,16 @@ describe('authentication', () => {
   });
 });
 
-/**
- * An ECS-style request signed with SigV4 at time `t`, the way the AWS SDKs sign it (auth/sigv4.test.ts
- * holds the verifier to the real SDK; here the signer only has to agree with it).
- */
-function signedRequest(
-  keyId: string,
-  secret: string,
-  t: number,
-  body = '{}',
-  sessionToken?: string,
-): SigV4Request {
-  const amzDate = new Date(Math.floor(t / 1000) * 1000)
-    .toISOString()
-    .replace(/[-:]/g, '')
-    .replace(/\.\d{3}/, '');
-  const day = amzDate.slice(0, 8);
-  const headers: Record<string, string> = {
-    host: 'berth.test',
-    'content-type': 'application/x-amz-json-1.1',
-    'x-amz-date': amzDate,
-    'x-amz-target': 'AmazonEC2ContainerServiceV20141113.ListClusters',
-    ...(sessionToken !== undefined && { 'x-amz-security-token': sessionToken }),
-  };
-  const signedHeaders = Object.keys(headers).sort();
-  const bytes = new TextEncoder().encode(body);
-  const canonical = canonicalRequest({
-    method: 'POST',
-    path: '/ecs/',
-    query: '',
-    headers,
-    signedHeaders,
-    payloadHash: createHash('sha256').update(bytes).digest('hex'),
+/** An ECS ListClusters request signed at time `t` for this suite's region. */
+function signedRequest(keyId: string, secret: string, t: number, body = '{}', sessionToken?: string) {
+  return signedEcsRequest({
+    keyId,
+    secret,
+    t,
+    region: 'eu-west-1',
+    body,
+    ...(sessionToken !== undefined && { sessionToken }),
   });
-  const scope = `${day}/eu-west-1/ecs/aws4_request`;
-  const signature = createHmac('sha256', deriveSigningKey(secret, day, 'eu-west-1', 'ecs'))
-    .update(stringToSign(amzDate, scope, canonical))
-    .digest('hex');
-  headers['authorization'] =
-    `AWS4-HMAC-SHA256 Credential=${keyId}/${scope}, SignedHeaders=${signedHeaders.join(';')}, Signature=${signature}`;
-  return { method: 'POST', path: '/ecs/', query: '', headers, body: bytes };
 }
 
 async function sigV4Error(p: Promise<unknown>): Promise<SigV4Error> {
