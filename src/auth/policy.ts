@@ -374,9 +374,17 @@ function requestContext(request: AccessRequest): NormalizedContext {
   return ctx;
 }
 
-const implicitDeny: Decision = Object.freeze({
+/** No statement allows: the decision for a principal or request nothing speaks for. */
+export const implicitDeny: Decision = Object.freeze({
   effect: 'Deny',
   reason: 'implicit-deny',
+  matched: Object.freeze([]),
+});
+
+/** Everything allowed: development mode's decision (auth.enabled=false). */
+export const allowAll: Decision = Object.freeze({
+  effect: 'Allow',
+  reason: 'allowed',
   matched: Object.freeze([]),
 });
 

@@ -10,7 +10,7 @@
 import type { AuditEvent } from './audit.ts';
 import type { RequestContext } from './conditions.ts';
 import type { IdentityStore } from './identities.ts';
-import { type Decision, evaluate, type Principal, reasonCode } from './policy.ts';
+import { allowAll, type Decision, evaluate, implicitDeny, type Principal, reasonCode } from './policy.ts';
 import type { PolicyStore } from './policy-store.ts';
 
 export interface PrincipalDecisionDeps {
@@ -25,13 +25,6 @@ export interface PrincipalDecisionDeps {
 
 /** `role/NAME`, `user/NAME`, `serviceaccount/NAME`: the references tokens and the audit log use. */
 export type PrincipalReference = string;
-
-const allowAll: Decision = Object.freeze({ effect: 'Allow', reason: 'allowed', matched: Object.freeze([]) });
-const noPrincipal: Decision = Object.freeze({
-  effect: 'Deny',
-  reason: 'implicit-deny',
-  matched: Object.freeze([]),
-});
 
 /**
  * decideAs(principal, action, resource): the decision of the principal's current identity policies
@@ -73,7 +66,7 @@ export function createPrincipalDecisions(deps: PrincipalDecisionDeps) {
   ): Promise<Decision> {
     if (!deps.enabled) return allowAll;
     const principal = await lookup(ref);
-    let decision = noPrincipal;
+    let decision = implicitDeny;
     if (principal) {
       const nowMs = deps.now();
       const facts: Record<string, string> = {

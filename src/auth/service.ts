@@ -34,8 +34,10 @@ import {
 } from './identities.ts';
 import {
   type AttachedPolicy,
+  allowAll,
   type Decision,
   evaluate,
+  implicitDeny,
   isValidResource,
   mayAllowAny,
   type PrincipalType,
@@ -445,12 +447,6 @@ function devIdentity(): Identity {
   };
 }
 
-const allowAll: Decision = Object.freeze({ effect: 'Allow', reason: 'allowed', matched: Object.freeze([]) });
-const implicitDenyDecision: Decision = Object.freeze({
-  effect: 'Deny',
-  reason: 'implicit-deny',
-  matched: Object.freeze([]),
-});
 /** What the admin API (/api/v1) decides: its own actions and the runner's REST routes' ECS ones. */
 const adminApiActions: readonly string[] = actions
   .map((a) => a.name)
@@ -1349,7 +1345,7 @@ export function createAuth(opts: AuthOptions): Auth {
             out.push({ type: adminScope.type, name: adminScope.name, actions: ['*'] });
           else {
             out.push({ type: adminScope.type, name: adminScope.name, actions: [] });
-            await auditDeny(identity, 'admin:*', '*', implicitDenyDecision, req, { scope: adminScopeText });
+            await auditDeny(identity, 'admin:*', '*', implicitDeny, req, { scope: adminScopeText });
           }
           continue;
         }

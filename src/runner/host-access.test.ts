@@ -213,6 +213,7 @@ describe('pinHostPath', () => {
     pinned.close();
   });
 
+  // mknod of a block device needs root; CI runs as root, so this runs there.
   it.skipIf(process.getuid?.() !== 0)(
     'refuses a device node planted in an allowed directory (root only)',
     () => {
@@ -225,6 +226,7 @@ describe('pinHostPath', () => {
   );
 });
 
+// Bind mounts need root; CI runs as root, so these run there.
 describe.skipIf(process.getuid?.() !== 0)('staging host paths for the runtime (root: bind mounts)', () => {
   const stageRoot = join(root, 'runner', 'host-mounts');
   const access = createHostAccess(policy, { root: stageRoot, host: createHost() });
